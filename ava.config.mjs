@@ -1,0 +1,8 @@
+export default {
+  files: ['test/**/*.test.ts'],
+  extensions: { ts: 'module' },
+  nodeArguments: ['--import=tsx'],
+  timeout: '60s',
+  workerThreads: false,
+  concurrency: 2,
+};

@@ -1,0 +1,202 @@
+/**
+ * Composes the gateway: the data-path pipeline, read top to bottom like a checklist, and the
+ * admin app beside it. Everything is built from the config by factories — no module state —
+ * so tests run several gateways in one process.
+ */
+import http, { ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import Koa from 'koa';
+import compose from 'koa-compose';
+import type { Logger } from 'pino';
+import { createAdminApp } from './admin/admin-app.js';
+import type { Config } from './config/schema.js';
+import { createClientIdentifier } from './fishing/client-key.js';
+import { createFishingGuard, type FishingGuard } from './fishing/fishing-guard.js';
+import { identifyClient } from './fishing/identify-client.js';
+import { refuseBlockedClients } from './fishing/middleware.js';
+import { introspectToken, validateToken } from './introspection/middleware.js';
+import { createIntrospectionService, type IntrospectionService } from './introspection/service.js';
+import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
+import { observeRequest } from './observe-request.js';
+import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
+import { createRouteTable, type RouteTable } from './policy/route-table.js';
+import { createForwarder } from './proxy/forwarder.js';
+import { forwardToUpstream } from './proxy/middleware.js';
+import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
+import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
+import { extractBearerToken } from './token/middleware.js';
+import { warnAboutInsecureSettings } from './config/attention.js';
+
+export interface Gateway {
+  readonly metrics: GatewayMetrics;
+  readonly routes: RouteTable;
+  readonly introspection: IntrospectionService;
+  readonly fishing: FishingGuard;
+  /** Listens on the configured ports (0 = ephemeral); resolves with the bound addresses. */
+  listen(): Promise<{ proxy: AddressInfo; admin: AddressInfo }>;
+  /**
+   * SIGTERM behaviour: refuse new connections at once, turn /readyz 503, let in-flight
+   * requests finish for at most `graceMs`, then close everything.
+   */
+  drain(graceMs?: number): Promise<void>;
+  readonly draining: boolean;
+}
+
+export function createGateway(config: Config, logger: Logger): Gateway {
+  let draining = false;
+  let listening = false;
+  const isDraining = () => draining;
+
+  const routes = createRouteTable(config);
+  const fishing = createFishingGuard({
+    windowSeconds: config.fishing.window_seconds,
+    maxFailures: config.fishing.max_failures,
+    blockSeconds: config.fishing.block_seconds,
+    maxClients: config.fishing.max_clients,
+    logger,
+  });
+  const metrics = createMetrics({
+    cacheEntries: () => introspection.cache.size,
+    blockedClients: () => fishing.blockedClients(),
+  });
+  const introspection = createIntrospectionService(config, metrics, logger);
+  const forwarder = createForwarder({
+    upstreamUrl: config.upstream.url,
+    timeoutMs: config.upstream.timeout_ms,
+    metrics,
+    logger,
+    isDraining,
+  });
+  const headerPolicy = createUpstreamHeaderPolicy({
+    identityHeaders: Object.keys(config.forward.identity_headers),
+    stripAuthorization: config.forward.strip_authorization,
+  });
+  const audience = config.introspection.audience;
+
+  const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
+    refuseBlockedClients(fishing, metrics),
+    extractBearerToken(),
+    introspectToken(introspection),
+    validateToken({
+      issuer: config.introspection.issuer,
+      audience: audience ? new Set(audience) : undefined,
+      clockSkewSeconds: config.introspection.clock_skew_seconds,
+    }),
+    enforceScopes(),
+  ]);
+  const authenticateUnlessPublic: GatewayMiddleware = async function authenticateUnlessPublic(ctx, next) {
+    if (ctx.state.route?.auth === 'none') return next();
+    return authenticate(ctx, next);
+  };
+
+  const upgrades = new WeakMap<IncomingMessage, UpgradeRequest>();
+  const recogniseUpgrade: GatewayMiddleware = async function recogniseUpgrade(ctx, next) {
+    const upgrade = upgrades.get(ctx.req);
+    if (upgrade) ctx.state.upgrade = upgrade;
+    await next();
+  };
+
+  const app = new Koa<GatewayState>();
+  app.silent = true;
+  app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
+  app.use(recogniseUpgrade);
+  app.use(observeRequest({ metrics, logger, accessLog: config.log.access_log, isDraining }));
+  app.use(refuseUnsafeRequests());
+  app.use(identifyClient(createClientIdentifier({
+    trustedProxies: config.server.trusted_proxies,
+    ipv6PrefixLength: config.fishing.ipv6_prefix_length,
+  })));
+  app.use(matchRoute(routes));
+  app.use(authenticateUnlessPublic);
+  app.use(forwardToUpstream(forwarder, headerPolicy));
+  const handle = app.callback();
+
+  const proxyServer: Server = http.createServer(
+    {
+      // Bodies stream for as long as they flow; silences are bounded by upstream.timeout_ms.
+      requestTimeout: 0,
+      headersTimeout: 30_000,
+      // Longer than the usual load-balancer idle timeout, so the peer closes first.
+      keepAliveTimeout: 65_000,
+    },
+    handle,
+  );
+  // Without this, Node answers `100 Continue` before any check has run.
+  proxyServer.on('checkContinue', handle);
+  const upgradedSockets = new Set<Duplex>();
+  // `upgrade` and `connect` bypass Koa; give them a response object and the same pipeline.
+  const handleRaw = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgradedSockets.add(socket);
+    socket.once('close', () => upgradedSockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    upgrades.set(req, { socket, head });
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.shouldKeepAlive = false;
+    res.once('finish', () => socket.end());
+    void handle(req, res);
+  };
+  proxyServer.on('upgrade', handleRaw);
+  proxyServer.on('connect', handleRaw);
+
+  const adminApp = createAdminApp(metrics.registry, {
+    notReadyBecause() {
+      if (draining) return 'draining';
+      if (!listening) return 'not listening yet';
+      if (!introspection.ready) return 'introspection endpoint not discovered yet';
+      return null;
+    },
+  });
+  const adminServer = http.createServer(adminApp.callback());
+
+  const listenOn = (server: Server, host: string, port: number) =>
+    new Promise<AddressInfo>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve(server.address() as AddressInfo);
+      });
+    });
+
+  warnAboutInsecureSettings(config, logger);
+
+  return {
+    metrics,
+    routes,
+    introspection,
+    fishing,
+    get draining() {
+      return draining;
+    },
+    async listen() {
+      const admin = await listenOn(adminServer, config.admin.host, config.admin.port);
+      const proxy = await listenOn(proxyServer, config.server.host, config.server.port);
+      listening = true;
+      logger.info({ event: 'listening', proxy, admin }, 'tokenguard listening');
+      return { proxy, admin };
+    },
+    async drain(graceMs = config.server.shutdown_grace_seconds * 1000) {
+      if (draining) return;
+      draining = true;
+      logger.info({ event: 'draining', grace_ms: graceMs }, 'draining');
+      const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
+      proxyServer.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      });
+      // WebSockets have no natural end: they get the grace period, then are closed.
+      await Promise.race([closed, graceOver]);
+      clearTimeout(timer);
+      proxyServer.closeAllConnections();
+      for (const socket of upgradedSockets) socket.destroy();
+      forwarder.close();
+      fishing.close();
+      await introspection.close();
+      await new Promise<void>((resolve) => adminServer.close(() => resolve()));
+      adminServer.closeAllConnections();
+      logger.info({ event: 'stopped' }, 'tokenguard stopped');
+    },
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * Introspection results, cached by the SHA-256 of the token (never the token itself: a heap
+ * dump or a debug listing of the cache must not hand out credentials — unlike Oathkeeper,
+ * which keys by the raw token). An active answer lives min(max_ttl, exp − now); an inactive
+ * one lives negative_ttl, which is what keeps a token-guessing flood off the authorization
+ * server. Concurrent lookups of one uncached token share a single introspection call.
+ * Errors are never cached: the next request asks again.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Claims } from '../introspection/client.js';
+import type { IdentityHeaders } from '../proxy/identity-headers.js';
+
+export type CacheEntry =
+  | { active: false }
+  | {
+      active: true;
+      claims: Claims;
+      scopes: ReadonlySet<string>;
+      identityHeaders: IdentityHeaders;
+    };
+
+export type CacheResult = 'hit' | 'negative_hit' | 'miss' | 'coalesced';
+
+export interface CacheLookup {
+  entry: CacheEntry;
+  result: CacheResult;
+}
+
+export interface TokenCacheOptions {
+  maxEntries: number;
+  maxTtlSeconds: number;
+  negativeTtlSeconds: number;
+  /** Produces the entry on a miss (the introspection call). */
+  load: (token: string) => Promise<CacheEntry>;
+  /** Told of every lookup as it is decided (before a miss's call ends, even if it fails). */
+  onLookup?: (result: CacheResult) => void;
+  nowSeconds?: () => number;
+}
+
+export interface TokenCache {
+  lookup(token: string, key?: string): Promise<CacheLookup>;
+  readonly size: number;
+  clear(): void;
+}
+
+/** The cache key, and the basis of the log fingerprint: SHA-256, base64url. */
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+export function createTokenCache(options: TokenCacheOptions): TokenCache {
+  const nowSeconds = options.nowSeconds ?? (() => Date.now() / 1000);
+  const entries = new LRUCache<string, CacheEntry>({ max: options.maxEntries, ttlAutopurge: false });
+  const inFlight = new Map<string, Promise<CacheEntry>>();
+  const onLookup = options.onLookup ?? (() => undefined);
+
+  const ttlMs = (entry: CacheEntry): number => {
+    if (!entry.active) return options.negativeTtlSeconds * 1000;
+    const exp = entry.claims.exp as number | undefined;
+    const untilExp = exp === undefined ? Infinity : exp - nowSeconds();
+    return Math.floor(Math.min(options.maxTtlSeconds, untilExp) * 1000);
+  };
+
+  return {
+    async lookup(token, key = tokenHash(token)) {
+      const cached = entries.get(key);
+      if (cached) {
+        const result = cached.active ? 'hit' : 'negative_hit';
+        onLookup(result);
+        return { entry: cached, result };
+      }
+      const pending = inFlight.get(key);
+      if (pending) {
+        onLookup('coalesced');
+        return { entry: await pending, result: 'coalesced' };
+      }
+      onLookup('miss');
+      const loading = options.load(token);
+      inFlight.set(key, loading);
+      try {
+        const entry = await loading;
+        const ttl = ttlMs(entry);
+        if (ttl > 0) entries.set(key, entry, { ttl });
+        return { entry, result: 'miss' };
+      } finally {
+        inFlight.delete(key);
+      }
+    },
+    get size() {
+      return entries.size;
+    },
+    clear: () => entries.clear(),
+  };
+}

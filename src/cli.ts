@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * tokenguard [--config FILE]                       run the gateway
+ * tokenguard check --config FILE                   validate a config (exit 0 or 1)
+ * tokenguard explain --config FILE METHOD PATH     which route matches and why
+ * The config file may also be named by TOKENGUARD_CONFIG.
+ */
+import { parseArgs } from 'node:util';
+import { explainRequest } from './commands/explain.js';
+import { ConfigError, loadConfigFile } from './config/load.js';
+import { runGateway } from './main.js';
+
+const USAGE = `usage:
+  tokenguard [--config FILE]                     run the gateway
+  tokenguard check --config FILE                 validate a config
+  tokenguard explain --config FILE METHOD PATH   which route matches, and why
+The config file may also be named by TOKENGUARD_CONFIG.`;
+
+function fail(message: string): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    fail(`tokenguard: ${(error as Error).message}\n${USAGE}`);
+  }
+  if (parsed.values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const [command, ...rest] = parsed.positionals;
+  const file = parsed.values.config ?? process.env.TOKENGUARD_CONFIG;
+  if (!file) fail(`tokenguard: no config file (--config FILE or TOKENGUARD_CONFIG)\n${USAGE}`);
+  if (command !== undefined && command !== 'check' && command !== 'explain' && command !== 'run') {
+    fail(`tokenguard: unknown command "${command}"\n${USAGE}`);
+  }
+  if (command === 'explain' && rest.length !== 2) fail(`tokenguard: explain needs METHOD and PATH\n${USAGE}`);
+  if (command !== 'explain' && rest.length > 0) fail(`tokenguard: unexpected argument "${rest[0]}"\n${USAGE}`);
+
+  let config;
+  try {
+    config = loadConfigFile(file);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
+  if (command === 'check') {
+    process.stdout.write(`${file}: ok (${config.routes.length} routes)\n`);
+    return;
+  }
+  if (command === 'explain') {
+    process.stdout.write(`${explainRequest(config, rest[0] as string, rest[1] as string)}\n`);
+    return;
+  }
+  await runGateway(config);
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  process.stderr.write(`tokenguard: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

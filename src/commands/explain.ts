@@ -1,0 +1,59 @@
+/** `tokenguard explain METHOD PATH`: which route matches, what it requires, and why. */
+import type { Config } from '../config/schema.js';
+import { GatewayError } from '../errors.js';
+import { normaliseRequestTarget } from '../policy/normalize-path.js';
+import { createRouteTable, type Route } from '../policy/route-table.js';
+
+const describeRoute = (route: Route): string => {
+  const methods = route.methods ? [...route.methods].join(' ') : 'any method';
+  return `#${route.index + 1} ${route.label === route.pattern ? '' : `"${route.label}" `}${route.kind} ${route.pattern} (${methods})`;
+};
+
+const requirement = (route: Route): string => {
+  if (route.auth === 'none') return 'nothing: auth none, forwarded without a token (identity headers still stripped)';
+  if (route.scopes.length === 0) return 'an active token (no scope)';
+  return `an active token with scope${route.scopes.length > 1 ? 's' : ''} ${route.scopes.join(' ')} (all of them)`;
+};
+
+export function explainRequest(config: Config, method: string, target: string): string {
+  const verb = method.toUpperCase();
+  const lines = [`${verb} ${target}`];
+  if (verb === 'TRACE' || verb === 'CONNECT') {
+    lines.push(`refused: 405, ${verb} is never forwarded`);
+    return lines.join('\n');
+  }
+  let matchPath: string;
+  try {
+    const normalised = normaliseRequestTarget(target);
+    matchPath = normalised.matchPath;
+    lines.push(`normalised path: ${normalised.path}${normalised.path === target.split('?')[0] ? '' : ' (the upstream receives this)'}`);
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    lines.push(`refused: ${error.status} ${error.oauthError}, ${error.detail ?? error.description}`);
+    return lines.join('\n');
+  }
+  const table = createRouteTable(config);
+  const matched = table.match(verb, matchPath);
+  for (const route of table.routes) {
+    if (route === matched) break;
+    const reason =
+      route.methods && !route.methods.has(verb)
+        ? `method ${verb} not listed`
+        : route.match(matchPath)
+          ? 'matches'
+          : 'path does not match';
+    lines.push(`  skipped ${describeRoute(route)}: ${reason}`);
+  }
+  if (!matched) {
+    lines.push(`no route matches; default_action deny: 404, the upstream is not reached`);
+    return lines.join('\n');
+  }
+  if (matched.index === -1) {
+    lines.push('no route matches; default_action authenticate: any active token, no scope');
+    return lines.join('\n');
+  }
+  lines.push(`route: ${describeRoute(matched)}`);
+  lines.push(`requires: ${requirement(matched)}`);
+  lines.push(`why: first route in order whose method and path match (case-${config.routes_case_sensitive ? 'sensitive' : 'insensitive'})`);
+  return lines.join('\n');
+}

@@ -1,0 +1,74 @@
+/**
+ * Who is a client, for fishing counts and logs. The TCP peer, unless the peer is a trusted
+ * proxy: then the right-most X-Forwarded-For entry that is not itself trusted (anything to
+ * its left was written by the client and proves nothing). IPv6 clients are counted per
+ * prefix (/64 by default) — one host owns a whole /64 and could otherwise rotate addresses.
+ */
+import type { IncomingMessage } from 'node:http';
+import ipaddr from 'ipaddr.js';
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+type Cidr = [Address, number];
+
+export interface ClientIdentity {
+  /** The client's address as seen by the gateway (for logs and X-Forwarded-For). */
+  address: string;
+  /** The fishing key: the IPv4 address, or the IPv6 prefix in CIDR notation. */
+  key: string;
+  /** The socket peer is a trusted proxy (its X-Forwarded-For is kept). */
+  viaTrustedProxy: boolean;
+}
+
+export interface ClientIdentifier {
+  identify(req: IncomingMessage): ClientIdentity;
+}
+
+function parseAddress(text: string): Address | null {
+  const trimmed = text.trim().replace(/^\[(.*)\]$/, '$1');
+  if (!ipaddr.isValid(trimmed)) return null;
+  return ipaddr.process(trimmed); // IPv4-mapped IPv6 becomes IPv4
+}
+
+export function createClientIdentifier(options: {
+  trustedProxies: readonly string[];
+  ipv6PrefixLength: number;
+}): ClientIdentifier {
+  const trusted: Cidr[] = options.trustedProxies.map((text) => {
+    if (text.includes('/')) return ipaddr.parseCIDR(text);
+    const address = ipaddr.parse(text);
+    return [address, address.kind() === 'ipv4' ? 32 : 128];
+  });
+  const isTrusted = (address: Address): boolean =>
+    trusted.some(([range, bits]) => address.kind() === range.kind() && address.match(range, bits));
+
+  const keyOf = (address: Address): string => {
+    if (address.kind() === 'ipv4') return address.toString();
+    const bytes = (address as ipaddr.IPv6).toByteArray();
+    const prefix = options.ipv6PrefixLength;
+    for (let bit = prefix; bit < 128; bit += 1) {
+      bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(0x80 >> (bit & 7));
+    }
+    return `${ipaddr.fromByteArray(bytes).toString()}/${prefix}`;
+  };
+
+  return {
+    identify(req) {
+      const peerText = req.socket.remoteAddress ?? '';
+      const peer = parseAddress(peerText);
+      if (!peer) return { address: peerText || 'unknown', key: peerText || 'unknown', viaTrustedProxy: false };
+      let client = peer;
+      const viaTrustedProxy = trusted.length > 0 && isTrusted(peer);
+      if (viaTrustedProxy) {
+        const forwarded = req.headers['x-forwarded-for'];
+        const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',');
+        for (let index = hops.length - 1; index >= 0; index -= 1) {
+          const hop = parseAddress(hops[index] as string);
+          if (!hop) break; // garbage: stop believing the chain, keep the last good hop
+          client = hop;
+          if (!isTrusted(hop)) break;
+        }
+      }
+      return { address: client.toString(), key: keyOf(client), viaTrustedProxy };
+    },
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * Validity checks on an active introspection answer, run on every request — a cached answer
+ * never skips them (the clock moves, and `aud`/`iss` rules are the gateway's, not the AS's).
+ * RFC 7662 §2.2 leaves `exp`, `nbf`, `iss` and `aud` optional; when a rule is configured, a
+ * missing claim fails it.
+ */
+import type { FishingReason } from '../errors.js';
+import type { Claims } from './client.js';
+
+export interface ClaimRules {
+  issuer: string | undefined;
+  audience: ReadonlySet<string> | undefined;
+  clockSkewSeconds: number;
+}
+
+export interface ClaimFailure {
+  reason: FishingReason;
+  detail: string;
+}
+
+export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: number): ClaimFailure | null {
+  const { exp, nbf } = claims as { exp?: number; nbf?: number };
+  if (exp !== undefined && nowSeconds > exp + rules.clockSkewSeconds) {
+    return { reason: 'expired', detail: 'token expired (exp)' };
+  }
+  // A token that is not valid yet is outside its validity window just as an expired one.
+  if (nbf !== undefined && nowSeconds + rules.clockSkewSeconds < nbf) {
+    return { reason: 'expired', detail: 'token not valid yet (nbf)' };
+  }
+  if (rules.issuer !== undefined && claims.iss !== rules.issuer) {
+    return { reason: 'issuer', detail: 'iss does not match introspection.issuer' };
+  }
+  if (rules.audience !== undefined) {
+    const aud = claims.aud as string | string[] | undefined;
+    const audiences = typeof aud === 'string' ? [aud] : (aud ?? []);
+    if (!audiences.some((value) => rules.audience?.has(value))) {
+      return { reason: 'audience', detail: 'aud contains none of introspection.audience' };
+    }
+  }
+  return null;
+}
+
+/** RFC 7662 §2.2 `scope`: space-separated, compared as exact, case-sensitive words. */
+export function parseScopes(scope: unknown): ReadonlySet<string> {
+  if (typeof scope !== 'string' || scope === '') return new Set();
+  return new Set(scope.split(' ').filter((word) => word !== ''));
+}

@@ -1,0 +1,225 @@
+/**
+ * RFC 7662 client. Calls are authenticated (§2.1: the endpoint MUST be protected), go over
+ * a keep-alive undici pool, and are bounded in time. The answer is hostile input, checked
+ * the way oauth4webapi's processIntrospectionResponse does: status 200, a JSON content type,
+ * a size cap, a JSON object, and `active` a real boolean — anything else fails closed.
+ */
+import { createPrivateKey, constants, randomUUID, sign, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Pool } from 'undici';
+import { authorizationServerUnavailable, type GatewayError } from '../errors.js';
+import type { IntrospectionConfig } from '../config/schema.js';
+
+/** An introspection answer bigger than this is garbage. */
+export const MAX_INTROSPECTION_RESPONSE_BYTES = 64 * 1024;
+
+export type Claims = Readonly<Record<string, unknown>>;
+
+export type IntrospectionAnswer = { active: false } | { active: true; claims: Claims };
+
+export interface IntrospectionClient {
+  readonly endpoint: URL;
+  introspect(token: string): Promise<IntrospectionAnswer>;
+  close(): Promise<void>;
+}
+
+export interface IntrospectionClientOptions {
+  endpoint: URL;
+  config: Pick<
+    IntrospectionConfig,
+    | 'auth_method'
+    | 'client_id'
+    | 'client_secret'
+    | 'private_key_file'
+    | 'private_key_alg'
+    | 'key_id'
+    | 'token_type_hint'
+    | 'timeout_ms'
+    | 'max_concurrent'
+  >;
+}
+
+const fault = (code: string, detail: string): GatewayError =>
+  authorizationServerUnavailable(code, detail);
+
+export function createIntrospectionClient(options: IntrospectionClientOptions): IntrospectionClient {
+  const { endpoint, config } = options;
+  const pool = new Pool(endpoint.origin, {
+    connections: config.max_concurrent,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    headersTimeout: config.timeout_ms,
+    bodyTimeout: config.timeout_ms,
+    connect: { timeout: config.timeout_ms },
+  });
+  const authenticate = createClientAuthentication(endpoint, config);
+  const requestPath = endpoint.pathname + endpoint.search;
+
+  return {
+    endpoint,
+    async introspect(token) {
+      const form = new URLSearchParams({ token, token_type_hint: config.token_type_hint });
+      const headers: Record<string, string> = {
+        'content-type': 'application/x-www-form-urlencoded',
+        accept: 'application/json',
+      };
+      authenticate(form, headers);
+      let response;
+      try {
+        response = await pool.request({
+          method: 'POST',
+          path: requestPath,
+          headers,
+          body: form.toString(),
+          signal: AbortSignal.timeout(config.timeout_ms),
+        });
+      } catch (error) {
+        const code = (error as { code?: string; name?: string }).code ?? (error as Error).name;
+        const timedOut = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'TimeoutError';
+        throw fault(
+          timedOut ? 'TOKENGUARD_INTROSPECTION_TIMEOUT' : 'TOKENGUARD_INTROSPECTION_UNREACHABLE',
+          `introspection call failed: ${code}`,
+        );
+      }
+      return readIntrospectionResponse(response);
+    },
+    close: () => pool.close(),
+  };
+}
+
+type ResponseData = Awaited<ReturnType<Pool['request']>>;
+
+async function readIntrospectionResponse(response: ResponseData): Promise<IntrospectionAnswer> {
+  const { statusCode, headers, body } = response;
+  if (statusCode !== 200) {
+    body.resume();
+    throw fault('TOKENGUARD_INTROSPECTION_STATUS', `introspection answered HTTP ${statusCode}`);
+  }
+  const contentType = String(headers['content-type'] ?? '');
+  const mediaType = contentType.split(';', 1)[0]?.trim().toLowerCase();
+  if (mediaType !== 'application/json') {
+    body.resume();
+    throw fault('TOKENGUARD_INTROSPECTION_CONTENT_TYPE', `introspection content-type is "${contentType}"`);
+  }
+  const declaredLength = Number(headers['content-length']);
+  if (declaredLength > MAX_INTROSPECTION_RESPONSE_BYTES) {
+    body.destroy();
+    throw fault('TOKENGUARD_INTROSPECTION_TOO_LARGE', 'introspection answer over the size cap');
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_INTROSPECTION_RESPONSE_BYTES) {
+        body.destroy();
+        throw fault('TOKENGUARD_INTROSPECTION_TOO_LARGE', 'introspection answer over the size cap');
+      }
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    if ((error as GatewayError).code === 'TOKENGUARD_INTROSPECTION_TOO_LARGE') throw error;
+    throw fault('TOKENGUARD_INTROSPECTION_TIMEOUT', `introspection body failed: ${(error as Error).name}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw fault('TOKENGUARD_INTROSPECTION_NOT_JSON', 'introspection answer is not JSON');
+  }
+  return parseIntrospectionAnswer(parsed);
+}
+
+/**
+ * RFC 7662 §2.2: `active` is REQUIRED and a boolean. The claims the gateway relies on must
+ * have their registered types, or the whole answer is garbage (fail closed, 503).
+ */
+export function parseIntrospectionAnswer(parsed: unknown): IntrospectionAnswer {
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', '"response" body must be a JSON object');
+  }
+  const claims = parsed as Record<string, unknown>;
+  if (claims.active === false) return { active: false };
+  if (claims.active !== true) {
+    throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', '"response" body "active" property must be a boolean');
+  }
+  for (const name of ['exp', 'nbf', 'iat'] as const) {
+    if (claims[name] !== undefined && (typeof claims[name] !== 'number' || !Number.isFinite(claims[name]))) {
+      throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', `"response" body "${name}" property must be a number`);
+    }
+  }
+  for (const name of ['scope', 'iss', 'sub', 'client_id'] as const) {
+    if (claims[name] !== undefined && typeof claims[name] !== 'string') {
+      throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', `"response" body "${name}" property must be a string`);
+    }
+  }
+  const aud = claims.aud;
+  if (aud !== undefined && typeof aud !== 'string' && !(Array.isArray(aud) && aud.every((value) => typeof value === 'string'))) {
+    throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', '"response" body "aud" property must be a string or an array of strings');
+  }
+  return { active: true, claims };
+}
+
+/** RFC 6749 §2.3.1: client id and secret are form-urlencoded before Base64 in Basic auth. */
+export function basicCredentials(clientId: string, clientSecret: string): string {
+  const formEncode = (value: string) => new URLSearchParams({ v: value }).toString().slice(2);
+  return `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString('base64')}`;
+}
+
+type Authenticate = (form: URLSearchParams, headers: Record<string, string>) => void;
+
+function createClientAuthentication(
+  endpoint: URL,
+  config: IntrospectionClientOptions['config'],
+): Authenticate {
+  switch (config.auth_method) {
+    case 'client_secret_basic': {
+      const authorization = basicCredentials(config.client_id ?? '', config.client_secret ?? '');
+      return (_form, headers) => {
+        headers.authorization = authorization;
+      };
+    }
+    case 'client_secret_post':
+      return (form) => {
+        form.set('client_id', config.client_id ?? '');
+        form.set('client_secret', config.client_secret ?? '');
+      };
+    case 'private_key_jwt': {
+      const key = createPrivateKey(readFileSync(config.private_key_file ?? ''));
+      return (form) => {
+        form.set('client_id', config.client_id ?? '');
+        form.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+        form.set('client_assertion', signClientAssertion(key, endpoint, config));
+      };
+    }
+    case 'none':
+      return () => undefined;
+  }
+}
+
+/** RFC 7523 §3 client assertion: a short-lived JWT signed with the client's private key. */
+export function signClientAssertion(
+  key: KeyObject,
+  endpoint: URL,
+  config: Pick<IntrospectionConfig, 'client_id' | 'private_key_alg' | 'key_id'>,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): string {
+  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const header = encode({ alg: config.private_key_alg, typ: 'JWT', ...(config.key_id ? { kid: config.key_id } : {}) });
+  const payload = encode({
+    iss: config.client_id,
+    sub: config.client_id,
+    aud: endpoint.href,
+    jti: randomUUID(),
+    iat: nowSeconds,
+    exp: nowSeconds + 60,
+  });
+  const input = Buffer.from(`${header}.${payload}`);
+  const signature =
+    config.private_key_alg === 'ES256'
+      ? sign('sha256', input, { key, dsaEncoding: 'ieee-p1363' })
+      : config.private_key_alg === 'PS256'
+        ? sign('sha256', input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 })
+        : sign('sha256', input, key);
+  return `${header}.${payload}.${signature.toString('base64url')}`;
+}

@@ -1,0 +1,122 @@
+/**
+ * The introspection stage's engine: endpoint discovery, the authenticated client, the
+ * budget that shields the authorization server, metrics, and the token cache in front of it
+ * all. `lookup` is the only way the data path learns about a token.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import {
+  authorizationServerUnavailable,
+  GatewayError,
+  introspectionOverBudget,
+} from '../errors.js';
+import { createTokenCache, type CacheEntry, type CacheLookup, type TokenCache } from '../cache/token-cache.js';
+import type { GatewayMetrics, IntrospectionResult } from '../metrics/metrics.js';
+import { buildIdentityHeaders, compileIdentityMapping } from '../proxy/identity-headers.js';
+import { createIntrospectionBudget } from './budget.js';
+import { parseScopes } from './check-claims.js';
+import { createIntrospectionClient, type IntrospectionClient } from './client.js';
+import { discoverIntrospectionEndpoint } from './discovery.js';
+
+export interface IntrospectionService {
+  /** The endpoint is known (configured, or discovered). */
+  readonly ready: boolean;
+  readonly cache: TokenCache;
+  lookup(token: string, key: string): Promise<CacheLookup>;
+  close(): Promise<void>;
+}
+
+export function createIntrospectionService(
+  config: Config,
+  metrics: GatewayMetrics,
+  logger: Logger,
+): IntrospectionService {
+  const settings = config.introspection;
+  const identityMapping = compileIdentityMapping(config.forward.identity_headers);
+  const budget = createIntrospectionBudget({
+    maxConcurrent: settings.max_concurrent,
+    maxCallsPerSecond: settings.max_calls_per_second,
+  });
+  let client: IntrospectionClient | undefined;
+  let closed = false;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const useEndpoint = (endpoint: URL) => {
+    client = createIntrospectionClient({ endpoint, config: settings });
+  };
+
+  if (settings.endpoint) {
+    useEndpoint(new URL(settings.endpoint));
+  } else if (settings.issuer) {
+    const issuer = settings.issuer;
+    let delayMs = 500;
+    const discover = () => {
+      discoverIntrospectionEndpoint(issuer, settings.timeout_ms).then(
+        (endpoint) => {
+          if (closed) return;
+          useEndpoint(endpoint);
+          logger.info({ event: 'discovery', endpoint: endpoint.href }, 'introspection endpoint discovered');
+        },
+        (error: Error) => {
+          if (closed) return;
+          logger.warn({ event: 'discovery_failed', reason: error.message, retry_ms: delayMs }, 'discovery failed');
+          retryTimer = setTimeout(discover, delayMs);
+          retryTimer.unref();
+          delayMs = Math.min(delayMs * 2, 30_000);
+        },
+      );
+    };
+    discover();
+  }
+
+  const load = async (token: string): Promise<CacheEntry> => {
+    if (!client) {
+      throw authorizationServerUnavailable('TOKENGUARD_DISCOVERY_PENDING', 'introspection endpoint not discovered yet');
+    }
+    const refusal = budget.tryAcquire();
+    if (refusal) throw introspectionOverBudget(`introspection ${refusal} budget exhausted`);
+    const started = performance.now();
+    let result: IntrospectionResult = 'error';
+    try {
+      const answer = await client.introspect(token);
+      result = answer.active ? 'active' : 'inactive';
+      if (!answer.active) return { active: false };
+      return {
+        active: true,
+        claims: answer.claims,
+        scopes: parseScopes(answer.claims.scope),
+        identityHeaders: buildIdentityHeaders(answer.claims, identityMapping),
+      };
+    } catch (error) {
+      result = 'error';
+      if (error instanceof GatewayError) throw error;
+      throw authorizationServerUnavailable('TOKENGUARD_INTROSPECTION_FAILED', String(error));
+    } finally {
+      budget.release();
+      metrics.introspectionRequests.inc({ result });
+      metrics.introspectionDuration.observe({ result }, (performance.now() - started) / 1000);
+    }
+  };
+
+  const cache = createTokenCache({
+    maxEntries: config.cache.max_entries,
+    maxTtlSeconds: config.cache.max_ttl_seconds,
+    negativeTtlSeconds: config.cache.negative_ttl_seconds,
+    load,
+    onLookup: (result) => metrics.cacheLookups.inc({ result }),
+  });
+
+  return {
+    get ready() {
+      return client !== undefined;
+    },
+    cache,
+    lookup: (token, key) => cache.lookup(token, key),
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await client?.close();
+    },
+  };
+}

@@ -1,0 +1,139 @@
+/**
+ * The metric catalogue of PRODUCT.md, on a registry of its own per gateway instance (no
+ * prom-client global: tests run gateways side by side). Label values are bounded: `route` is
+ * a configured name or pattern, never a raw path, a client address or a token.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { FishingReason, Outcome } from '../errors.js';
+import type { CacheResult } from '../cache/token-cache.js';
+
+/** From a sub-millisecond cache hit to a multi-second authorization-server stall. */
+const LATENCY_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+  10, 30,
+];
+
+export type IntrospectionResult = 'active' | 'inactive' | 'error';
+export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset';
+
+export interface GatewayMetrics {
+  registry: Registry;
+  requests: Counter<'route' | 'outcome'>;
+  requestDuration: Histogram<'route' | 'outcome'>;
+  introspectionRequests: Counter<'result'>;
+  introspectionDuration: Histogram<'result'>;
+  cacheLookups: Counter<'result'>;
+  cacheEntries: Gauge;
+  fishingFailures: Counter<'reason'>;
+  fishingBlockedRequests: Counter;
+  fishingBlockedClients: Gauge;
+  upstreamErrors: Counter<'kind'>;
+}
+
+export interface MetricSources {
+  cacheEntries: () => number;
+  blockedClients: () => number;
+}
+
+export const OUTCOMES: readonly Outcome[] = [
+  'forwarded',
+  'unauthorized',
+  'forbidden',
+  'bad_request',
+  'throttled',
+  'not_found',
+  'unavailable',
+  'upstream_error',
+];
+export const FISHING_REASONS: readonly FishingReason[] = [
+  'malformed',
+  'inactive',
+  'expired',
+  'audience',
+  'issuer',
+];
+export const CACHE_RESULTS: readonly CacheResult[] = ['hit', 'negative_hit', 'miss', 'coalesced'];
+export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = ['active', 'inactive', 'error'];
+export const UPSTREAM_ERROR_KINDS: readonly UpstreamErrorKind[] = ['connect', 'timeout', 'reset'];
+
+export function createMetrics(sources: MetricSources): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  const metrics: GatewayMetrics = {
+    registry,
+    requests: new Counter({
+      name: 'tokenguard_requests_total',
+      help: 'Requests handled by the gateway, by matched route and outcome.',
+      labelNames: ['route', 'outcome'],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'tokenguard_request_duration_seconds',
+      help: 'Time from request to response end (includes the upstream), by route and outcome.',
+      labelNames: ['route', 'outcome'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    introspectionRequests: new Counter({
+      name: 'tokenguard_introspection_requests_total',
+      help: 'Calls to the RFC 7662 introspection endpoint, by result.',
+      labelNames: ['result'],
+      registers,
+    }),
+    introspectionDuration: new Histogram({
+      name: 'tokenguard_introspection_duration_seconds',
+      help: 'Duration of introspection calls, by result.',
+      labelNames: ['result'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    cacheLookups: new Counter({
+      name: 'tokenguard_cache_lookups_total',
+      help: 'Token cache lookups, by result.',
+      labelNames: ['result'],
+      registers,
+    }),
+    cacheEntries: new Gauge({
+      name: 'tokenguard_cache_entries',
+      help: 'Entries in the token cache.',
+      registers,
+      collect() {
+        this.set(sources.cacheEntries());
+      },
+    }),
+    fishingFailures: new Counter({
+      name: 'tokenguard_fishing_failures_total',
+      help: 'Failed token presentations (400 invalid_request, 401 invalid_token), by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    fishingBlockedRequests: new Counter({
+      name: 'tokenguard_fishing_blocked_requests_total',
+      help: 'Requests refused with 429 because their client is blocked for token fishing.',
+      registers,
+    }),
+    fishingBlockedClients: new Gauge({
+      name: 'tokenguard_fishing_blocked_clients',
+      help: 'Clients currently blocked for token fishing.',
+      registers,
+      collect() {
+        this.set(sources.blockedClients());
+      },
+    }),
+    upstreamErrors: new Counter({
+      name: 'tokenguard_upstream_errors_total',
+      help: 'Failures talking to the upstream, by kind.',
+      labelNames: ['kind'],
+      registers,
+    }),
+  };
+
+  // Every label value exists from the first scrape, so rate() and alerts see zeros, not gaps.
+  for (const reason of FISHING_REASONS) metrics.fishingFailures.inc({ reason }, 0);
+  for (const result of CACHE_RESULTS) metrics.cacheLookups.inc({ result }, 0);
+  for (const result of INTROSPECTION_RESULTS) metrics.introspectionRequests.inc({ result }, 0);
+  for (const kind of UPSTREAM_ERROR_KINDS) metrics.upstreamErrors.inc({ kind }, 0);
+  return metrics;
+}

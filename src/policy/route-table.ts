@@ -1,0 +1,98 @@
+/**
+ * The route table: config routes compiled once into koa-router layers (koa-router's path
+ * syntax, compiled at start-up so no request ever builds a regular expression), matched in
+ * order, first match wins. `prefix` routes are segment-bounded (`/api/ordersx` is not under
+ * `/api/orders`), matching is case-insensitive unless configured otherwise, and a route
+ * listing GET matches HEAD too.
+ */
+import Router from '@koa/router';
+import type { Config, RouteConfig } from '../config/schema.js';
+
+export interface Route {
+  /** Position in the config's `routes` list. */
+  index: number;
+  /** The `route` metric label: the configured name, else the pattern. */
+  label: string;
+  pattern: string;
+  kind: 'path' | 'prefix';
+  /** null: every method. */
+  methods: ReadonlySet<string> | null;
+  auth: 'required' | 'none';
+  scopes: readonly string[];
+  /** `scopes` joined, as RFC 6750 §3 `scope=` wants it. */
+  scopeString: string;
+  match(path: string): boolean;
+}
+
+/** The pseudo-route of unmatched requests under `default_action: authenticate`. */
+export const DEFAULT_ROUTE_LABEL = '__default__';
+/** The `route` label of requests refused before a route could be chosen. */
+export const UNMATCHED_ROUTE_LABEL = '__unmatched__';
+
+export interface RouteTable {
+  routes: readonly Route[];
+  /** The first route matching; the default route or null when none does. */
+  match(method: string, matchPath: string): Route | null;
+}
+
+/** Throws the path-to-regexp error for an unusable pattern (used by config validation). */
+export function compilePattern(
+  pattern: string,
+  kind: 'path' | 'prefix',
+  caseSensitive: boolean,
+): (path: string) => boolean {
+  const router = new Router({ sensitive: caseSensitive });
+  const layer = router.register(pattern, [], () => undefined, { end: kind === 'path', sensitive: caseSensitive });
+  if (!('match' in layer) || typeof layer.match !== 'function') {
+    throw new Error('koa-router did not return a layer');
+  }
+  return (path: string) => (layer as { match(path: string): boolean }).match(path);
+}
+
+export function compileRoute(route: RouteConfig, index: number, caseSensitive: boolean): Route {
+  const kind = route.path === undefined ? 'prefix' : 'path';
+  const pattern = (route.path ?? route.prefix) as string;
+  const methods = route.methods ? new Set(route.methods) : null;
+  if (methods?.has('GET')) methods.add('HEAD');
+  return {
+    index,
+    label: route.name ?? pattern,
+    pattern,
+    kind,
+    methods,
+    auth: route.auth,
+    scopes: route.scopes,
+    scopeString: route.scopes.join(' '),
+    match: compilePattern(pattern, kind, caseSensitive),
+  };
+}
+
+export function createRouteTable(config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'>): RouteTable {
+  const routes = config.routes.map((route, index) =>
+    compileRoute(route, index, config.routes_case_sensitive),
+  );
+  const defaultRoute: Route | null =
+    config.default_action === 'authenticate'
+      ? {
+          index: -1,
+          label: DEFAULT_ROUTE_LABEL,
+          pattern: '*',
+          kind: 'prefix',
+          methods: null,
+          auth: 'required',
+          scopes: [],
+          scopeString: '',
+          match: () => true,
+        }
+      : null;
+  return {
+    routes,
+    match(method, matchPath) {
+      for (const route of routes) {
+        if (route.methods && !route.methods.has(method)) continue;
+        if (route.match(matchPath)) return route;
+      }
+      return defaultRoute;
+    },
+  };
+}

@@ -1,0 +1,152 @@
+/**
+ * Forwarding with http-proxy 1.18.1 (the chosen stack, unmaintained since 2020), with its
+ * known defects neutralised here, each covered by a test:
+ * - its `deleteLength` pass turns a chunked DELETE/OPTIONS into `content-length: 0` yet still
+ *   pipes the body — request smuggling to the upstream — so the pass is removed;
+ * - it rewrites `\` to `/` and collapses `//` after routing (url.parse + urlJoin): with
+ *   `toProxy` and no prepended path it forwards `req.url` untouched, and `req.url` is the
+ *   already-normalised path the route was matched on;
+ * - hop-by-hop fields (and a `Trailer` field, which crashes it) are removed on both sides;
+ * - its `proxyReq` event is skipped for requests with `Expect:`, so nothing relies on it for
+ *   correctness (headers are rewritten before `web()`; `Expect` is always stripped);
+ * - without an error callback a refused connection crashes the process: every call has one;
+ * - a client that goes away mid-response leaves the upstream request running: it is destroyed.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import httpProxy from 'http-proxy';
+import type { Logger } from 'pino';
+import { upstreamTimeout, upstreamUnreachable, type GatewayError } from '../errors.js';
+import type { GatewayMetrics, UpstreamErrorKind } from '../metrics/metrics.js';
+import { rewriteResponseHeaders } from './upstream-headers.js';
+
+export interface Forwarder {
+  /**
+   * Streams the request to the upstream and the response back. Resolves when the response
+   * is over (finished or aborted); rejects with a GatewayError (502/504) only when the
+   * upstream failed before any response header was sent, so the caller can render it.
+   */
+  web(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  /** Proxies an authorised WebSocket upgrade; the socket is the client's. */
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  close(): void;
+}
+
+export interface ForwarderOptions {
+  upstreamUrl: string;
+  timeoutMs: number;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  isDraining: () => boolean;
+}
+
+const TIMEOUT_CODE = 'TOKENGUARD_UPSTREAM_TIMEOUT';
+
+function classify(error: NodeJS.ErrnoException): UpstreamErrorKind {
+  if (error.code === TIMEOUT_CODE) return 'timeout';
+  if (
+    error.code === 'ECONNREFUSED' ||
+    error.code === 'EHOSTUNREACH' ||
+    error.code === 'ENETUNREACH' ||
+    error.code === 'ENOTFOUND' ||
+    error.code === 'EAI_AGAIN' ||
+    error.code === 'EADDRNOTAVAIL'
+  ) {
+    return 'connect';
+  }
+  return 'reset';
+}
+
+type Pass = (...args: unknown[]) => unknown;
+
+export function createForwarder(options: ForwarderOptions): Forwarder {
+  const agent = new http.Agent({ keepAlive: true, scheduling: 'lifo', keepAliveMsecs: 1000 });
+  const proxy = httpProxy.createProxyServer({
+    target: options.upstreamUrl,
+    agent,
+    toProxy: true,
+    prependPath: false,
+    xfwd: false,
+    changeOrigin: false,
+    ws: true,
+  });
+  const passes = proxy as unknown as { webPasses: Pass[] };
+  passes.webPasses = passes.webPasses.filter((pass) => pass.name === 'stream');
+  if (passes.webPasses.length !== 1) throw new Error('unexpected http-proxy version: no stream pass');
+
+  // A last resort: http-proxy emits 'error' when no callback is given; it must never throw.
+  proxy.on('error', (error) => {
+    options.logger.error({ err: { code: (error as NodeJS.ErrnoException).code } }, 'proxy error');
+  });
+  proxy.on('econnreset', () => undefined);
+
+  proxy.on('proxyReq', (proxyReq, _req, res) => {
+    // One bound for the wait for response headers and each silence in the body afterwards.
+    proxyReq.setTimeout(options.timeoutMs, () => {
+      proxyReq.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
+    });
+    res.once('close', () => {
+      if (!res.writableFinished) proxyReq.destroy();
+    });
+  });
+
+  proxy.on('proxyRes', (proxyRes, _req, res) => {
+    rewriteResponseHeaders(proxyRes.headers, false);
+    proxyRes.headers.connection =
+      res.shouldKeepAlive && !options.isDraining() ? 'keep-alive' : 'close';
+    const abortResponse = () => {
+      if (!proxyRes.complete) res.destroy();
+    };
+    proxyRes.once('aborted', abortResponse);
+    proxyRes.once('error', abortResponse);
+    proxyRes.once('close', abortResponse);
+  });
+
+  return {
+    web(req, res) {
+      return new Promise((resolve, reject) => {
+        let settled = false;
+        const settle = (error?: GatewayError) => {
+          if (settled) return;
+          settled = true;
+          if (error) reject(error);
+          else resolve();
+        };
+        res.once('close', () => settle());
+        proxy.web(req, res, {}, (error) => {
+          if (settled && res.writableEnded) return;
+          const failure = error as NodeJS.ErrnoException;
+          const kind = classify(failure);
+          options.metrics.upstreamErrors.inc({ kind });
+          options.logger.warn({ event: 'upstream_error', kind, code: failure.code }, 'upstream error');
+          if (res.headersSent) {
+            res.destroy();
+            settle();
+            return;
+          }
+          const detail = `upstream ${kind}: ${failure.code ?? failure.message}`;
+          settle(kind === 'timeout' ? upstreamTimeout(detail) : upstreamUnreachable(detail));
+        });
+      });
+    },
+    ws(req, socket, head) {
+      proxy.ws(req, socket, head, {}, (error) => {
+        const failure = error as NodeJS.ErrnoException;
+        const kind = classify(failure);
+        options.metrics.upstreamErrors.inc({ kind });
+        options.logger.warn({ event: 'upstream_error', kind, code: failure.code, websocket: true }, 'upstream error');
+        if (socket.destroyed) return;
+        // Before the upstream's 101 the client still speaks HTTP; after it, only close.
+        if ((socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
+          socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        } else {
+          socket.destroy();
+        }
+      });
+    },
+    close() {
+      proxy.close();
+      agent.destroy();
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * Identity headers: set from the introspection answer, after every client-sent copy is gone.
+ * Values are made header-safe reversibly: `%` and everything outside printable ASCII
+ * (space allowed) are percent-encoded as UTF-8 with upper-case hex, so a claim can never
+ * smuggle CR/LF or a second header, and the upstream can decode what it receives.
+ */
+import { authorizationServerUnavailable } from '../errors.js';
+import type { Claims } from '../introspection/client.js';
+
+export const MAX_IDENTITY_HEADER_BYTES = 8 * 1024;
+
+/** [lower-case header name, claim name]. */
+export type IdentityMapping = ReadonlyArray<readonly [string, string]>;
+/** [lower-case header name, encoded value]. */
+export type IdentityHeaders = ReadonlyArray<readonly [string, string]>;
+
+export function compileIdentityMapping(config: Readonly<Record<string, string>>): IdentityMapping {
+  return Object.entries(config).map(([header, claim]) => [header.toLowerCase(), claim] as const);
+}
+
+const NEEDS_ENCODING = /[^\x20-\x24\x26-\x7e]/;
+
+export function encodeHeaderValue(value: string): string {
+  if (!NEEDS_ENCODING.test(value)) return value;
+  let encoded = '';
+  for (const char of value) {
+    if (NEEDS_ENCODING.test(char)) {
+      for (const byte of Buffer.from(char, 'utf8')) {
+        encoded += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+      }
+    } else {
+      encoded += char;
+    }
+  }
+  return encoded;
+}
+
+function claimToText(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    return value.map((item) => (typeof item === 'string' ? item : JSON.stringify(item))).join(' ');
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * @throws GatewayError 503: a value over 8 KiB makes the answer an authorization-server fault
+ */
+export function buildIdentityHeaders(claims: Claims, mapping: IdentityMapping): IdentityHeaders {
+  const headers: [string, string][] = [];
+  for (const [header, claim] of mapping) {
+    const text = claimToText(claims[claim]);
+    if (text === undefined) continue;
+    const value = encodeHeaderValue(text);
+    if (value.length > MAX_IDENTITY_HEADER_BYTES) {
+      throw authorizationServerUnavailable(
+        'TOKENGUARD_IDENTITY_HEADER_TOO_LARGE',
+        `claim ${claim} encodes to more than 8 KiB for ${header}`,
+      );
+    }
+    headers.push([header, value]);
+  }
+  return headers;
+}

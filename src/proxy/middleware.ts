@@ -1,0 +1,35 @@
+import type { ServerResponse } from 'node:http';
+import type { GatewayMiddleware } from '../state.js';
+import type { Forwarder } from './forwarder.js';
+import { rewriteUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
+
+const CONTINUE = /^100-continue$/i;
+
+/**
+ * The last stage: only an authorised request gets here. `Expect: 100-continue` is answered
+ * now, not before (Node would send 100 before any middleware ran unless the server handles
+ * `checkContinue`), then http-proxy owns the response (`ctx.respond = false`).
+ */
+export function forwardToUpstream(forwarder: Forwarder, policy: UpstreamHeaderPolicy): GatewayMiddleware {
+  return async function forwardToUpstream(ctx, next) {
+    const { req, res, state } = ctx;
+    const expectsContinue = CONTINUE.test(req.headers.expect ?? '');
+    rewriteUpstreamHeaders(req.headers, policy, state.grant?.identityHeaders ?? [], {
+      peerAddress: state.client?.address ?? '',
+      keepForwardedFor: state.client?.viaTrustedProxy ?? false,
+      proto: 'http',
+      websocket: state.upgrade !== undefined,
+    });
+    ctx.respond = false;
+    if (state.upgrade) {
+      const { socket, head } = state.upgrade;
+      (res as ServerResponse).detachSocket(socket as never);
+      res.statusCode = 101;
+      forwarder.ws(req, socket, head);
+      return next();
+    }
+    if (expectsContinue) res.writeContinue();
+    await forwarder.web(req, res);
+    return next();
+  };
+}

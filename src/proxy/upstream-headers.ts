@@ -1,0 +1,115 @@
+/**
+ * What the upstream receives (PRODUCT.md). The request's own header object is rewritten
+ * before http-proxy sees it — never in http-proxy's `proxyReq` event, which it skips for
+ * requests carrying `Expect:`.
+ *
+ * Order matters: every field the client may not send (hop-by-hop, the fields its
+ * `Connection:` names, method overrides, identity headers in any casing or `_` spelling,
+ * X-Forwarded-*) is removed first, then the gateway's own are set — so a client's
+ * `Connection: X-Auth-Subject` can only remove its own copy, never the injected one.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { IdentityHeaders } from './identity-headers.js';
+
+/**
+ * RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones proxies still see. Transfer-Encoding
+ * stays: Node re-frames the body itself, and it must know the request is chunked.
+ */
+const HOP_BY_HOP = [
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-connection',
+  'proxy-authenticate',
+];
+
+/** Method overrides let a GET be served as a DELETE after the GET rule authorised it. */
+const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
+
+/** The gateway's own; a client's copy is dropped. `expect` was answered by the gateway. */
+const GATEWAY_OWNED = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'expect'];
+
+export interface UpstreamHeaderPolicy {
+  /** Lower-case names, `-` spelling, of fields no client copy of may pass. */
+  removed: ReadonlySet<string>;
+  stripAuthorization: boolean;
+}
+
+export function createUpstreamHeaderPolicy(options: {
+  identityHeaders: readonly string[];
+  stripAuthorization: boolean;
+}): UpstreamHeaderPolicy {
+  return {
+    removed: new Set([
+      ...HOP_BY_HOP,
+      ...METHOD_OVERRIDES,
+      ...GATEWAY_OWNED,
+      ...options.identityHeaders.map((name) => name.toLowerCase().replaceAll('_', '-')),
+    ]),
+    stripAuthorization: options.stripAuthorization,
+  };
+}
+
+export interface ForwardingFacts {
+  /** The client address to append to X-Forwarded-For. */
+  peerAddress: string;
+  /** Keep the client's X-Forwarded-For (the peer is a trusted proxy). */
+  keepForwardedFor: boolean;
+  proto: 'http' | 'https';
+  /** A WebSocket upgrade keeps `Connection: upgrade` and `Upgrade: websocket`. */
+  websocket: boolean;
+}
+
+/** Rewrites `headers` in place for the upstream. */
+export function rewriteUpstreamHeaders(
+  headers: IncomingHttpHeaders,
+  policy: UpstreamHeaderPolicy,
+  identity: IdentityHeaders,
+  facts: ForwardingFacts,
+): void {
+  const clientForwardedFor = facts.keepForwardedFor ? headers['x-forwarded-for'] : undefined;
+  const host = headers.host;
+  const named = headers.connection ? connectionTokens(headers.connection) : undefined;
+  const upgradeTo = headers.upgrade;
+  for (const name of Object.keys(headers)) {
+    const canonical = name.includes('_') ? name.replaceAll('_', '-') : name;
+    if (policy.removed.has(canonical) || named?.has(canonical)) delete headers[name];
+  }
+  if (policy.stripAuthorization) delete headers.authorization;
+
+  const forwardedFor = Array.isArray(clientForwardedFor)
+    ? clientForwardedFor.join(', ')
+    : clientForwardedFor;
+  headers['x-forwarded-for'] = forwardedFor ? `${forwardedFor}, ${facts.peerAddress}` : facts.peerAddress;
+  headers['x-forwarded-proto'] = facts.proto;
+  if (host !== undefined) headers['x-forwarded-host'] = host;
+  if (facts.websocket) {
+    headers.connection = 'upgrade';
+    headers.upgrade = upgradeTo ?? 'websocket';
+  }
+  for (const [name, value] of identity) headers[name] = value;
+}
+
+function connectionTokens(value: string): Set<string> {
+  const tokens = new Set<string>();
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase();
+    // Never let Connection remove the fields the request itself needs end to end.
+    if (name !== '' && name !== 'host' && name !== 'content-length' && name !== 'transfer-encoding') {
+      tokens.add(name.replaceAll('_', '-'));
+    }
+  }
+  return tokens;
+}
+
+/** Hop-by-hop fields of an upstream response (a `Trailer` field crashes http-proxy). */
+export function rewriteResponseHeaders(headers: IncomingHttpHeaders, keepUpgrade: boolean): void {
+  const named = headers.connection ? connectionTokens(headers.connection) : undefined;
+  for (const name of Object.keys(headers)) {
+    if (keepUpgrade && (name === 'connection' || name === 'upgrade')) continue;
+    if (HOP_BY_HOP.includes(name) || named?.has(name)) delete headers[name];
+  }
+}

@@ -69,7 +69,8 @@ export function parseConfig(text: string, file: string, env: Env = process.env):
 
   const result = configSchema.safeParse(doc.toJS() ?? {});
   if (result.success) return result.data;
-  throw new ConfigError(file, result.error.issues.flatMap((issue) => describeIssue(doc, issue, position)));
+  const problems = result.error.issues.flatMap((issue) => describeIssue(doc, issue, position));
+  throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.col - b.col));
 }
 
 const ENV_REFERENCE = /\$\$\{|\$\{([^}]*)\}|\$\{/g;
@@ -217,6 +218,8 @@ function issueMessage(doc: Document, issue: z.core.$ZodIssue, path: (string | nu
       return `must be ${issue.inclusive ? 'at most' : 'less than'} ${String(issue.maximum)}`;
     case 'invalid_union':
       return 'has the wrong type or form';
+    case 'invalid_key':
+      return issue.issues[0]?.message ?? 'is not an acceptable key';
     default:
       return issue.message;
   }

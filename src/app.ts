@@ -85,7 +85,10 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     }),
     enforceScopes(),
   ]);
-  const authenticateUnlessPublic: GatewayMiddleware = async function authenticateUnlessPublic(ctx, next) {
+  const authenticateUnlessPublic: GatewayMiddleware = async function authenticateUnlessPublic(
+    ctx,
+    next,
+  ) {
     if (ctx.state.route?.auth === 'none') return next();
     return authenticate(ctx, next);
   };
@@ -103,10 +106,14 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   app.use(recogniseUpgrade);
   app.use(observeRequest({ metrics, logger, accessLog: config.log.access_log, isDraining }));
   app.use(refuseUnsafeRequests());
-  app.use(identifyClient(createClientIdentifier({
-    trustedProxies: config.server.trusted_proxies,
-    ipv6PrefixLength: config.fishing.ipv6_prefix_length,
-  })));
+  app.use(
+    identifyClient(
+      createClientIdentifier({
+        trustedProxies: config.server.trusted_proxies,
+        ipv6PrefixLength: config.fishing.ipv6_prefix_length,
+      }),
+    ),
+  );
   app.use(matchRoute(routes));
   app.use(authenticateUnlessPublic);
   app.use(forwardToUpstream(forwarder, headerPolicy));

@@ -42,8 +42,10 @@ async function main(argv: string[]): Promise<void> {
   if (command !== undefined && command !== 'check' && command !== 'explain' && command !== 'run') {
     fail(`tokenguard: unknown command "${command}"\n${USAGE}`);
   }
-  if (command === 'explain' && rest.length !== 2) fail(`tokenguard: explain needs METHOD and PATH\n${USAGE}`);
-  if (command !== 'explain' && rest.length > 0) fail(`tokenguard: unexpected argument "${rest[0]}"\n${USAGE}`);
+  if (command === 'explain' && rest.length !== 2)
+    fail(`tokenguard: explain needs METHOD and PATH\n${USAGE}`);
+  if (command !== 'explain' && rest.length > 0)
+    fail(`tokenguard: unexpected argument "${rest[0]}"\n${USAGE}`);
 
   let config;
   try {

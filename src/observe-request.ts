@@ -98,10 +98,13 @@ export function renderError(ctx: GatewayContext, error: GatewayError): void {
   ctx.status = error.status;
   const authenticate = challenge(error);
   if (authenticate) ctx.set('WWW-Authenticate', authenticate);
-  if (error.retryAfterSeconds !== undefined) ctx.set('Retry-After', String(error.retryAfterSeconds));
+  if (error.retryAfterSeconds !== undefined)
+    ctx.set('Retry-After', String(error.retryAfterSeconds));
   ctx.set('Cache-Control', 'no-store');
   // A refused request's body is never read: close rather than drain an attacker's upload.
-  const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+  const hasBody =
+    req.headers['transfer-encoding'] !== undefined ||
+    Number(req.headers['content-length'] ?? 0) > 0;
   if (error.closeConnection || hasBody || ctx.state.upgrade) {
     ctx.set('Connection', 'close');
     res.shouldKeepAlive = false;

@@ -51,7 +51,10 @@ export function tokenHash(token: string): string {
 
 export function createTokenCache(options: TokenCacheOptions): TokenCache {
   const nowSeconds = options.nowSeconds ?? (() => Date.now() / 1000);
-  const entries = new LRUCache<string, CacheEntry>({ max: options.maxEntries, ttlAutopurge: false });
+  const entries = new LRUCache<string, CacheEntry>({
+    max: options.maxEntries,
+    ttlAutopurge: false,
+  });
   const inFlight = new Map<string, Promise<CacheEntry>>();
   const onLookup = options.onLookup ?? (() => undefined);
 

@@ -10,7 +10,8 @@ const describeRoute = (route: Route): string => {
 };
 
 const requirement = (route: Route): string => {
-  if (route.auth === 'none') return 'nothing: auth none, forwarded without a token (identity headers still stripped)';
+  if (route.auth === 'none')
+    return 'nothing: auth none, forwarded without a token (identity headers still stripped)';
   if (route.scopes.length === 0) return 'an active token (no scope)';
   return `an active token with scope${route.scopes.length > 1 ? 's' : ''} ${route.scopes.join(' ')} (all of them)`;
 };
@@ -26,10 +27,14 @@ export function explainRequest(config: Config, method: string, target: string): 
   try {
     const normalised = normaliseRequestTarget(target);
     matchPath = normalised.matchPath;
-    lines.push(`normalised path: ${normalised.path}${normalised.path === target.split('?')[0] ? '' : ' (the upstream receives this)'}`);
+    lines.push(
+      `normalised path: ${normalised.path}${normalised.path === target.split('?')[0] ? '' : ' (the upstream receives this)'}`,
+    );
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
-    lines.push(`refused: ${error.status} ${error.oauthError}, ${error.detail ?? error.description}`);
+    lines.push(
+      `refused: ${error.status} ${error.oauthError}, ${error.detail ?? error.description}`,
+    );
     return lines.join('\n');
   }
   const table = createRouteTable(config);
@@ -54,6 +59,8 @@ export function explainRequest(config: Config, method: string, target: string): 
   }
   lines.push(`route: ${describeRoute(matched)}`);
   lines.push(`requires: ${requirement(matched)}`);
-  lines.push(`why: first route in order whose method and path match (case-${config.routes_case_sensitive ? 'sensitive' : 'insensitive'})`);
+  lines.push(
+    `why: first route in order whose method and path match (case-${config.routes_case_sensitive ? 'sensitive' : 'insensitive'})`,
+  );
   return lines.join('\n');
 }

@@ -19,19 +19,26 @@ export function insecureSettings(config: Config): string[] {
     }
   }
   if (config.introspection.auth_method === 'none') {
-    warnings.push('introspection.auth_method is none: RFC 7662 §2.1 requires an authenticated endpoint');
+    warnings.push(
+      'introspection.auth_method is none: RFC 7662 §2.1 requires an authenticated endpoint',
+    );
   }
   for (const cidr of config.server.trusted_proxies) {
     if (cidr.endsWith('/0')) {
-      warnings.push(`server.trusted_proxies contains ${cidr}: any client can choose its own address`);
+      warnings.push(
+        `server.trusted_proxies contains ${cidr}: any client can choose its own address`,
+      );
     }
   }
   if (config.default_action === 'authenticate') {
-    warnings.push('default_action is authenticate: unmatched paths are forwarded to any active token');
+    warnings.push(
+      'default_action is authenticate: unmatched paths are forwarded to any active token',
+    );
   }
   return warnings;
 }
 
 export function warnAboutInsecureSettings(config: Config, logger: Logger): void {
-  for (const warning of insecureSettings(config)) logger.warn({ event: 'insecure_setting' }, warning);
+  for (const warning of insecureSettings(config))
+    logger.warn({ event: 'insecure_setting' }, warning);
 }

@@ -70,7 +70,10 @@ export function parseConfig(text: string, file: string, env: Env = process.env):
   const result = configSchema.safeParse(doc.toJS() ?? {});
   if (result.success) return result.data;
   const problems = result.error.issues.flatMap((issue) => describeIssue(doc, issue, position));
-  throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.col - b.col));
+  throw new ConfigError(
+    file,
+    problems.sort((a, b) => a.line - b.line || a.col - b.col),
+  );
 }
 
 const ENV_REFERENCE = /\$\$\{|\$\{([^}]*)\}|\$\{/g;
@@ -105,7 +108,11 @@ function interpolateEnv(doc: Document, env: Env): InterpolationProblem[] {
         const name = separator === -1 ? body : body.slice(0, separator);
         if (!ENV_NAME.test(name)) {
           failed = true;
-          problems.push({ node, keyPath, message: `\${${body}} is not a valid variable reference` });
+          problems.push({
+            node,
+            keyPath,
+            message: `\${${body}} is not a valid variable reference`,
+          });
           return match;
         }
         const value = env[name];
@@ -122,7 +129,8 @@ function interpolateEnv(doc: Document, env: Env): InterpolationProblem[] {
   return problems;
 }
 
-const YAML_CORE_SCALAR = /^(?:[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|true|false|True|False|TRUE|FALSE|null|Null|NULL|~)$/;
+const YAML_CORE_SCALAR =
+  /^(?:[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|true|false|True|False|TRUE|FALSE|null|Null|NULL|~)$/;
 
 /** Types an interpolated plain scalar as the YAML 1.2 core schema would have. */
 function retype(value: string): unknown {
@@ -205,7 +213,12 @@ function issueMessage(doc: Document, issue: z.core.$ZodIssue, path: (string | nu
       if (!doc.hasIn(path) && path.length > 0) return 'is required';
       const actual = doc.getIn(path);
       const got = actual === null ? 'null' : Array.isArray(actual) ? 'a list' : typeof actual;
-      const expected = issue.expected === 'object' ? 'a mapping' : issue.expected === 'array' ? 'a list' : `a ${issue.expected}`;
+      const expected =
+        issue.expected === 'object'
+          ? 'a mapping'
+          : issue.expected === 'array'
+            ? 'a list'
+            : `a ${issue.expected}`;
       return `must be ${expected}, got ${got}`;
     }
     case 'invalid_value':

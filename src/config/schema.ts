@@ -9,15 +9,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compilePattern } from '../policy/route-table.js';
 
-const HTTP_METHODS = [
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'PATCH',
-  'DELETE',
-  'OPTIONS',
-] as const;
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /** RFC 9110 §5.1 field-name token. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -116,7 +108,7 @@ const introspectionSchema = z
     issuer: httpUrl
       .optional()
       .describe('Expected `iss`; alone, the endpoint is found by RFC 8414 discovery.'),
-    client_id: z.string().min(1).optional().describe('The gateway\'s client at the server.'),
+    client_id: z.string().min(1).optional().describe("The gateway's client at the server."),
     client_secret: z.string().min(1).optional().describe('Use ${ENV} interpolation.'),
     auth_method: z
       .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'])
@@ -139,7 +131,13 @@ const introspectionSchema = z
       .describe('RFC 7662 §2.1 token_type_hint sent with each call.'),
     timeout_ms: positiveInt.default(2000).describe('Whole-call bound; past it the answer is 503.'),
     audience: z
-      .union([z.string().min(1).transform((value) => [value]), z.array(z.string().min(1)).min(1)])
+      .union([
+        z
+          .string()
+          .min(1)
+          .transform((value) => [value]),
+        z.array(z.string().min(1)).min(1),
+      ])
       .optional()
       .describe('`aud` (string or array) must contain one of these.'),
     clock_skew_seconds: nonNegativeInt.default(30).describe('Leeway for `exp` and `nbf`.'),
@@ -186,7 +184,9 @@ const cacheSchema = z
     max_ttl_seconds: nonNegativeInt
       .default(300)
       .describe('An active result lives min(max_ttl, exp - now); 0 disables caching.'),
-    negative_ttl_seconds: nonNegativeInt.default(10).describe('An inactive result lives this long.'),
+    negative_ttl_seconds: nonNegativeInt
+      .default(10)
+      .describe('An inactive result lives this long.'),
   })
   .prefault({});
 
@@ -292,9 +292,7 @@ const forwardSchema = z
 
 const logSchema = z
   .strictObject({
-    level: z
-      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-      .default('info'),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     access_log: z.boolean().default(true).describe('One JSON line per request.'),
   })
   .prefault({});

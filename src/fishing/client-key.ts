@@ -55,12 +55,19 @@ export function createClientIdentifier(options: {
     identify(req) {
       const peerText = req.socket.remoteAddress ?? '';
       const peer = parseAddress(peerText);
-      if (!peer) return { address: peerText || 'unknown', key: peerText || 'unknown', viaTrustedProxy: false };
+      if (!peer)
+        return {
+          address: peerText || 'unknown',
+          key: peerText || 'unknown',
+          viaTrustedProxy: false,
+        };
       let client = peer;
       const viaTrustedProxy = trusted.length > 0 && isTrusted(peer);
       if (viaTrustedProxy) {
         const forwarded = req.headers['x-forwarded-for'];
-        const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',');
+        const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(
+          ',',
+        );
         for (let index = hops.length - 1; index >= 0; index -= 1) {
           const hop = parseAddress(hops[index] as string);
           if (!hop) break; // garbage: stop believing the chain, keep the last good hop

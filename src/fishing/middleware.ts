@@ -4,7 +4,10 @@ import type { GatewayMiddleware } from '../state.js';
 import type { FishingGuard } from './fishing-guard.js';
 
 /** A blocked client's requests that need a token get 429; the AS is not asked. */
-export function refuseBlockedClients(guard: FishingGuard, metrics: GatewayMetrics): GatewayMiddleware {
+export function refuseBlockedClients(
+  guard: FishingGuard,
+  metrics: GatewayMetrics,
+): GatewayMiddleware {
   return async function refuseBlockedClients(ctx, next) {
     const clientKey = ctx.state.client?.key ?? 'unknown';
     const retryAfter = guard.blockedFor(clientKey);

@@ -18,7 +18,11 @@ export interface ClaimFailure {
   detail: string;
 }
 
-export function checkClaims(claims: Claims, rules: ClaimRules, nowSeconds: number): ClaimFailure | null {
+export function checkClaims(
+  claims: Claims,
+  rules: ClaimRules,
+  nowSeconds: number,
+): ClaimFailure | null {
   const { exp, nbf } = claims as { exp?: number; nbf?: number };
   if (exp !== undefined && nowSeconds > exp + rules.clockSkewSeconds) {
     return { reason: 'expired', detail: 'token expired (exp)' };

@@ -42,7 +42,9 @@ export interface IntrospectionClientOptions {
 const fault = (code: string, detail: string): GatewayError =>
   authorizationServerUnavailable(code, detail);
 
-export function createIntrospectionClient(options: IntrospectionClientOptions): IntrospectionClient {
+export function createIntrospectionClient(
+  options: IntrospectionClientOptions,
+): IntrospectionClient {
   const { endpoint, config } = options;
   const pool = new Pool(endpoint.origin, {
     connections: config.max_concurrent,
@@ -75,7 +77,10 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         });
       } catch (error) {
         const code = (error as { code?: string; name?: string }).code ?? (error as Error).name;
-        const timedOut = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'TimeoutError';
+        const timedOut =
+          code === 'UND_ERR_HEADERS_TIMEOUT' ||
+          code === 'UND_ERR_CONNECT_TIMEOUT' ||
+          code === 'TimeoutError';
         throw fault(
           timedOut ? 'TOKENGUARD_INTROSPECTION_TIMEOUT' : 'TOKENGUARD_INTROSPECTION_UNREACHABLE',
           `introspection call failed: ${code}`,
@@ -99,7 +104,10 @@ async function readIntrospectionResponse(response: ResponseData): Promise<Intros
   const mediaType = contentType.split(';', 1)[0]?.trim().toLowerCase();
   if (mediaType !== 'application/json') {
     body.resume();
-    throw fault('TOKENGUARD_INTROSPECTION_CONTENT_TYPE', `introspection content-type is "${contentType}"`);
+    throw fault(
+      'TOKENGUARD_INTROSPECTION_CONTENT_TYPE',
+      `introspection content-type is "${contentType}"`,
+    );
   }
   const declaredLength = Number(headers['content-length']);
   if (declaredLength > MAX_INTROSPECTION_RESPONSE_BYTES) {
@@ -119,7 +127,10 @@ async function readIntrospectionResponse(response: ResponseData): Promise<Intros
     }
   } catch (error) {
     if ((error as GatewayError).code === 'TOKENGUARD_INTROSPECTION_TOO_LARGE') throw error;
-    throw fault('TOKENGUARD_INTROSPECTION_TIMEOUT', `introspection body failed: ${(error as Error).name}`);
+    throw fault(
+      'TOKENGUARD_INTROSPECTION_TIMEOUT',
+      `introspection body failed: ${(error as Error).name}`,
+    );
   }
   let parsed: unknown;
   try {
@@ -141,21 +152,40 @@ export function parseIntrospectionAnswer(parsed: unknown): IntrospectionAnswer {
   const claims = parsed as Record<string, unknown>;
   if (claims.active === false) return { active: false };
   if (claims.active !== true) {
-    throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', '"response" body "active" property must be a boolean');
+    throw fault(
+      'TOKENGUARD_INTROSPECTION_MALFORMED',
+      '"response" body "active" property must be a boolean',
+    );
   }
   for (const name of ['exp', 'nbf', 'iat'] as const) {
-    if (claims[name] !== undefined && (typeof claims[name] !== 'number' || !Number.isFinite(claims[name]))) {
-      throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', `"response" body "${name}" property must be a number`);
+    if (
+      claims[name] !== undefined &&
+      (typeof claims[name] !== 'number' || !Number.isFinite(claims[name]))
+    ) {
+      throw fault(
+        'TOKENGUARD_INTROSPECTION_MALFORMED',
+        `"response" body "${name}" property must be a number`,
+      );
     }
   }
   for (const name of ['scope', 'iss', 'sub', 'client_id'] as const) {
     if (claims[name] !== undefined && typeof claims[name] !== 'string') {
-      throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', `"response" body "${name}" property must be a string`);
+      throw fault(
+        'TOKENGUARD_INTROSPECTION_MALFORMED',
+        `"response" body "${name}" property must be a string`,
+      );
     }
   }
   const aud = claims.aud;
-  if (aud !== undefined && typeof aud !== 'string' && !(Array.isArray(aud) && aud.every((value) => typeof value === 'string'))) {
-    throw fault('TOKENGUARD_INTROSPECTION_MALFORMED', '"response" body "aud" property must be a string or an array of strings');
+  if (
+    aud !== undefined &&
+    typeof aud !== 'string' &&
+    !(Array.isArray(aud) && aud.every((value) => typeof value === 'string'))
+  ) {
+    throw fault(
+      'TOKENGUARD_INTROSPECTION_MALFORMED',
+      '"response" body "aud" property must be a string or an array of strings',
+    );
   }
   return { active: true, claims };
 }
@@ -205,7 +235,11 @@ export function signClientAssertion(
   nowSeconds = Math.floor(Date.now() / 1000),
 ): string {
   const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const header = encode({ alg: config.private_key_alg, typ: 'JWT', ...(config.key_id ? { kid: config.key_id } : {}) });
+  const header = encode({
+    alg: config.private_key_alg,
+    typ: 'JWT',
+    ...(config.key_id ? { kid: config.key_id } : {}),
+  });
   const payload = encode({
     iss: config.client_id,
     sub: config.client_id,

@@ -12,7 +12,10 @@ export function metadataUrl(issuer: string): URL {
   return new URL(`/.well-known/oauth-authorization-server${path}`, url.origin);
 }
 
-export async function discoverIntrospectionEndpoint(issuer: string, timeoutMs: number): Promise<URL> {
+export async function discoverIntrospectionEndpoint(
+  issuer: string,
+  timeoutMs: number,
+): Promise<URL> {
   const url = metadataUrl(issuer);
   const response = await request(url, {
     method: 'GET',
@@ -24,12 +27,16 @@ export async function discoverIntrospectionEndpoint(issuer: string, timeoutMs: n
     throw new Error(`discovery: ${url.href} answered HTTP ${response.statusCode}`);
   }
   const metadata = (await response.body.json()) as Record<string, unknown>;
-  if (metadata === null || typeof metadata !== 'object') throw new Error('discovery: metadata is not a JSON object');
+  if (metadata === null || typeof metadata !== 'object')
+    throw new Error('discovery: metadata is not a JSON object');
   if (metadata.issuer !== issuer) {
-    throw new Error(`discovery: metadata issuer ${JSON.stringify(metadata.issuer)} is not ${issuer}`);
+    throw new Error(
+      `discovery: metadata issuer ${JSON.stringify(metadata.issuer)} is not ${issuer}`,
+    );
   }
   const endpoint = metadata.introspection_endpoint;
-  if (typeof endpoint !== 'string') throw new Error('discovery: metadata has no introspection_endpoint');
+  if (typeof endpoint !== 'string')
+    throw new Error('discovery: metadata has no introspection_endpoint');
   const parsed = new URL(endpoint);
   if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
     throw new Error('discovery: introspection_endpoint is not an http(s) URL');

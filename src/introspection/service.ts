@@ -11,7 +11,12 @@ import {
   GatewayError,
   introspectionOverBudget,
 } from '../errors.js';
-import { createTokenCache, type CacheEntry, type CacheLookup, type TokenCache } from '../cache/token-cache.js';
+import {
+  createTokenCache,
+  type CacheEntry,
+  type CacheLookup,
+  type TokenCache,
+} from '../cache/token-cache.js';
 import type { GatewayMetrics, IntrospectionResult } from '../metrics/metrics.js';
 import { buildIdentityHeaders, compileIdentityMapping } from '../proxy/identity-headers.js';
 import { createIntrospectionBudget } from './budget.js';
@@ -56,11 +61,17 @@ export function createIntrospectionService(
         (endpoint) => {
           if (closed) return;
           useEndpoint(endpoint);
-          logger.info({ event: 'discovery', endpoint: endpoint.href }, 'introspection endpoint discovered');
+          logger.info(
+            { event: 'discovery', endpoint: endpoint.href },
+            'introspection endpoint discovered',
+          );
         },
         (error: Error) => {
           if (closed) return;
-          logger.warn({ event: 'discovery_failed', reason: error.message, retry_ms: delayMs }, 'discovery failed');
+          logger.warn(
+            { event: 'discovery_failed', reason: error.message, retry_ms: delayMs },
+            'discovery failed',
+          );
           retryTimer = setTimeout(discover, delayMs);
           retryTimer.unref();
           delayMs = Math.min(delayMs * 2, 30_000);
@@ -72,7 +83,10 @@ export function createIntrospectionService(
 
   const load = async (token: string): Promise<CacheEntry> => {
     if (!client) {
-      throw authorizationServerUnavailable('TOKENGUARD_DISCOVERY_PENDING', 'introspection endpoint not discovered yet');
+      throw authorizationServerUnavailable(
+        'TOKENGUARD_DISCOVERY_PENDING',
+        'introspection endpoint not discovered yet',
+      );
     }
     const refusal = budget.tryAcquire();
     if (refusal) throw introspectionOverBudget(`introspection ${refusal} budget exhausted`);

@@ -12,7 +12,12 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: { service: 'tokenguard' },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
-        paths: ['req.headers.authorization', 'headers.authorization', 'token_value', '*.client_secret'],
+        paths: [
+          'req.headers.authorization',
+          'headers.authorization',
+          'token_value',
+          '*.client_secret',
+        ],
         censor: '[redacted]',
       },
     },

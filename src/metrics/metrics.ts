@@ -9,8 +9,8 @@ import type { CacheResult } from '../cache/token-cache.js';
 
 /** From a sub-millisecond cache hit to a multi-second authorization-server stall. */
 const LATENCY_BUCKETS = [
-  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-  10, 30,
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+  30,
 ];
 
 export type IntrospectionResult = 'active' | 'inactive' | 'error';
@@ -53,7 +53,11 @@ export const FISHING_REASONS: readonly FishingReason[] = [
   'issuer',
 ];
 export const CACHE_RESULTS: readonly CacheResult[] = ['hit', 'negative_hit', 'miss', 'coalesced'];
-export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = ['active', 'inactive', 'error'];
+export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = [
+  'active',
+  'inactive',
+  'error',
+];
 export const UPSTREAM_ERROR_KINDS: readonly UpstreamErrorKind[] = ['connect', 'timeout', 'reset'];
 
 export function createMetrics(sources: MetricSources): GatewayMetrics {

@@ -33,7 +33,10 @@ export function refuseUnsafeRequests(): GatewayMiddleware {
 
 export function matchRoute(table: RouteTable): GatewayMiddleware {
   return async function matchRoute(ctx, next) {
-    const route = table.match(ctx.req.method ?? '', (ctx.state.target as { matchPath: string }).matchPath);
+    const route = table.match(
+      ctx.req.method ?? '',
+      (ctx.state.target as { matchPath: string }).matchPath,
+    );
     if (!route) throw routeNotFound();
     ctx.state.route = route;
     await next();

@@ -42,7 +42,10 @@ export function compilePattern(
   caseSensitive: boolean,
 ): (path: string) => boolean {
   const router = new Router({ sensitive: caseSensitive });
-  const layer = router.register(pattern, [], () => undefined, { end: kind === 'path', sensitive: caseSensitive });
+  const layer = router.register(pattern, [], () => undefined, {
+    end: kind === 'path',
+    sensitive: caseSensitive,
+  });
   if (!('match' in layer) || typeof layer.match !== 'function') {
     throw new Error('koa-router did not return a layer');
   }
@@ -67,7 +70,9 @@ export function compileRoute(route: RouteConfig, index: number, caseSensitive: b
   };
 }
 
-export function createRouteTable(config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'>): RouteTable {
+export function createRouteTable(
+  config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'>,
+): RouteTable {
   const routes = config.routes.map((route, index) =>
     compileRoute(route, index, config.routes_case_sensitive),
   );

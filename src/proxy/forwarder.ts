@@ -72,7 +72,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   });
   const passes = proxy as unknown as { webPasses: Pass[] };
   passes.webPasses = passes.webPasses.filter((pass) => pass.name === 'stream');
-  if (passes.webPasses.length !== 1) throw new Error('unexpected http-proxy version: no stream pass');
+  if (passes.webPasses.length !== 1)
+    throw new Error('unexpected http-proxy version: no stream pass');
 
   // A last resort: http-proxy emits 'error' when no callback is given; it must never throw.
   proxy.on('error', (error) => {
@@ -118,7 +119,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           const failure = error as NodeJS.ErrnoException;
           const kind = classify(failure);
           options.metrics.upstreamErrors.inc({ kind });
-          options.logger.warn({ event: 'upstream_error', kind, code: failure.code }, 'upstream error');
+          options.logger.warn(
+            { event: 'upstream_error', kind, code: failure.code },
+            'upstream error',
+          );
           if (res.headersSent) {
             res.destroy();
             settle();
@@ -134,7 +138,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         const failure = error as NodeJS.ErrnoException;
         const kind = classify(failure);
         options.metrics.upstreamErrors.inc({ kind });
-        options.logger.warn({ event: 'upstream_error', kind, code: failure.code, websocket: true }, 'upstream error');
+        options.logger.warn(
+          { event: 'upstream_error', kind, code: failure.code, websocket: true },
+          'upstream error',
+        );
         if (socket.destroyed) return;
         // Before the upstream's 101 the client still speaks HTTP; after it, only close.
         if ((socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {

@@ -10,7 +10,10 @@ const CONTINUE = /^100-continue$/i;
  * now, not before (Node would send 100 before any middleware ran unless the server handles
  * `checkContinue`), then http-proxy owns the response (`ctx.respond = false`).
  */
-export function forwardToUpstream(forwarder: Forwarder, policy: UpstreamHeaderPolicy): GatewayMiddleware {
+export function forwardToUpstream(
+  forwarder: Forwarder,
+  policy: UpstreamHeaderPolicy,
+): GatewayMiddleware {
   return async function forwardToUpstream(ctx, next) {
     const { req, res, state } = ctx;
     const expectsContinue = CONTINUE.test(req.headers.expect ?? '');

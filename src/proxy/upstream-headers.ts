@@ -83,7 +83,9 @@ export function rewriteUpstreamHeaders(
   const forwardedFor = Array.isArray(clientForwardedFor)
     ? clientForwardedFor.join(', ')
     : clientForwardedFor;
-  headers['x-forwarded-for'] = forwardedFor ? `${forwardedFor}, ${facts.peerAddress}` : facts.peerAddress;
+  headers['x-forwarded-for'] = forwardedFor
+    ? `${forwardedFor}, ${facts.peerAddress}`
+    : facts.peerAddress;
   headers['x-forwarded-proto'] = facts.proto;
   if (host !== undefined) headers['x-forwarded-host'] = host;
   if (facts.websocket) {
@@ -98,7 +100,12 @@ function connectionTokens(value: string): Set<string> {
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
     // Never let Connection remove the fields the request itself needs end to end.
-    if (name !== '' && name !== 'host' && name !== 'content-length' && name !== 'transfer-encoding') {
+    if (
+      name !== '' &&
+      name !== 'host' &&
+      name !== 'content-length' &&
+      name !== 'transfer-encoding'
+    ) {
       tokens.add(name.replaceAll('_', '-'));
     }
   }

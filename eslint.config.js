@@ -5,7 +5,7 @@ import tseslint from 'typescript-eslint';
 import n from 'eslint-plugin-n';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'coverage/**', 'node_modules/**'] },
+  { ignores: ['dist/**', 'dist-bench/**', 'coverage/**', 'node_modules/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -45,12 +45,18 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['**/dev/*', '**/dev/**'], message: 'src/dev/ is demo-only; keep it out of the data path.' },
+            {
+              group: ['**/dev/*', '**/dev/**'],
+              message: 'src/dev/ is demo-only; keep it out of the data path.',
+            },
             { group: ['koa-bodyparser'], message: 'Proxied bodies stream; never parse them.' },
           ],
         },
       ],
-      'no-restricted-globals': ['error', { name: 'fetch', message: 'Use the undici client of src/introspection.' }],
+      'no-restricted-globals': [
+        'error',
+        { name: 'fetch', message: 'Use the undici client of src/introspection.' },
+      ],
     },
   },
 );

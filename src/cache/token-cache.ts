@@ -6,7 +6,7 @@
  * server. Concurrent lookups of one uncached token share a single introspection call.
  * Errors are never cached: the next request asks again.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Claims } from '../introspection/client.js';
 import type { IdentityHeaders } from '../proxy/identity-headers.js';
@@ -46,7 +46,8 @@ export interface TokenCache {
 
 /** The cache key, and the basis of the log fingerprint: SHA-256, base64url. */
 export function tokenHash(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  // One-shot hashing: no Hash object per request.
+  return hash('sha256', token, 'base64url');
 }
 
 export function createTokenCache(options: TokenCacheOptions): TokenCache {

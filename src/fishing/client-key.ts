@@ -5,6 +5,7 @@
  * prefix (/64 by default) — one host owns a whole /64 and could otherwise rotate addresses.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
@@ -51,31 +52,44 @@ export function createClientIdentifier(options: {
     return `${ipaddr.fromByteArray(bytes).toString()}/${prefix}`;
   };
 
+  interface Peer {
+    address: Address | null;
+    trusted: boolean;
+    /** The identity when the peer's X-Forwarded-For is not believed. */
+    direct: ClientIdentity;
+  }
+  // A keep-alive connection has one peer: parse it once per socket, not once per request.
+  const peers = new WeakMap<Socket, Peer>();
+  const peerOf = (socket: Socket): Peer => {
+    let peer = peers.get(socket);
+    if (peer) return peer;
+    const text = socket.remoteAddress ?? '';
+    const address = parseAddress(text);
+    peer = {
+      address,
+      trusted: address !== null && trusted.length > 0 && isTrusted(address),
+      direct: address
+        ? { address: address.toString(), key: keyOf(address), viaTrustedProxy: false }
+        : { address: text || 'unknown', key: text || 'unknown', viaTrustedProxy: false },
+    };
+    peers.set(socket, peer);
+    return peer;
+  };
+
   return {
     identify(req) {
-      const peerText = req.socket.remoteAddress ?? '';
-      const peer = parseAddress(peerText);
-      if (!peer)
-        return {
-          address: peerText || 'unknown',
-          key: peerText || 'unknown',
-          viaTrustedProxy: false,
-        };
-      let client = peer;
-      const viaTrustedProxy = trusted.length > 0 && isTrusted(peer);
-      if (viaTrustedProxy) {
-        const forwarded = req.headers['x-forwarded-for'];
-        const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(
-          ',',
-        );
-        for (let index = hops.length - 1; index >= 0; index -= 1) {
-          const hop = parseAddress(hops[index] as string);
-          if (!hop) break; // garbage: stop believing the chain, keep the last good hop
-          client = hop;
-          if (!isTrusted(hop)) break;
-        }
+      const peer = peerOf(req.socket);
+      if (!peer.trusted || !peer.address) return peer.direct;
+      let client = peer.address;
+      const forwarded = req.headers['x-forwarded-for'];
+      const hops = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',');
+      for (let index = hops.length - 1; index >= 0; index -= 1) {
+        const hop = parseAddress(hops[index] as string);
+        if (!hop) break; // garbage: stop believing the chain, keep the last good hop
+        client = hop;
+        if (!isTrusted(hop)) break;
       }
-      return { address: client.toString(), key: keyOf(client), viaTrustedProxy };
+      return { address: client.toString(), key: keyOf(client), viaTrustedProxy: true };
     },
   };
 }

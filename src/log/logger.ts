@@ -1,7 +1,9 @@
 /**
  * JSON logs through pino with an asynchronous destination: the request path never waits on
- * a write. Authorization headers and tokens are redacted by construction (they are never
- * passed to the logger) and, as a second line, by pino's redaction of the usual places.
+ * a write. Tokens and Authorization headers are kept out by construction: no code passes a
+ * request, its headers or a token to the logger (a short SHA-256 fingerprint at most), which
+ * the test suite checks by grepping every log line for the tokens it used. pino's `redact`
+ * would cost every line a path walk for data that is never there.
  */
 import pino, { type DestinationStream, type Logger } from 'pino';
 
@@ -10,16 +12,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     {
       level,
       base: { service: 'tokenguard' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: {
-        paths: [
-          'req.headers.authorization',
-          'headers.authorization',
-          'token_value',
-          '*.client_secret',
-        ],
-        censor: '[redacted]',
-      },
+      // Epoch milliseconds (pino's default): cheaper than ISO strings on every line.
+      timestamp: pino.stdTimeFunctions.epochTime,
     },
     destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
   );

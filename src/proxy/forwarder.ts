@@ -12,7 +12,7 @@
  * - without an error callback a refused connection crashes the process: every call has one;
  * - a client that goes away mid-response leaves the upstream request running: it is destroyed.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
@@ -59,10 +59,31 @@ function classify(error: NodeJS.ErrnoException): UpstreamErrorKind {
 
 type Pass = (...args: unknown[]) => unknown;
 
+function onUpstreamTimeout(this: ClientRequest): void {
+  this.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
+}
+
 export function createForwarder(options: ForwarderOptions): Forwarder {
-  const agent = new http.Agent({ keepAlive: true, scheduling: 'lifo', keepAliveMsecs: 1000 });
+  // `timeout` is the sockets' idle timeout: set once per connection and refreshed by every
+  // read and write, it bounds the wait for response headers and each silence in a body
+  // without a timer per request. A request whose socket falls silent emits 'timeout'.
+  const agent = new http.Agent({
+    keepAlive: true,
+    scheduling: 'lifo',
+    keepAliveMsecs: 1000,
+    timeout: options.timeoutMs,
+  });
+  const upstream = new URL(options.upstreamUrl);
   const proxy = httpProxy.createProxyServer({
-    target: options.upstreamUrl,
+    // Pre-parsed, and no per-call options below: given either, http-proxy copies its options
+    // and re-parses the target URL on every request.
+    target: {
+      protocol: upstream.protocol,
+      host: upstream.host,
+      hostname: upstream.hostname,
+      port: upstream.port || (upstream.protocol === 'https:' ? '443' : '80'),
+      path: '/',
+    } as unknown as string,
     agent,
     toProxy: true,
     prependPath: false,
@@ -81,26 +102,34 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   });
   proxy.on('econnreset', () => undefined);
 
+  // http-proxy accepts (req, res, callback) but its types insist on an options object.
+  const proxyWeb = proxy.web.bind(proxy) as unknown as (
+    req: IncomingMessage,
+    res: ServerResponse,
+    callback: (error: Error) => void,
+  ) => void;
+  const proxyWs = proxy.ws.bind(proxy) as unknown as (
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    callback: (error: Error) => void,
+  ) => void;
+
+  // The upstream request of each response, so a client that goes away can cancel it.
+  const upstreamRequests = new WeakMap<ServerResponse, ClientRequest>();
   proxy.on('proxyReq', (proxyReq, _req, res) => {
-    // One bound for the wait for response headers and each silence in the body afterwards.
-    proxyReq.setTimeout(options.timeoutMs, () => {
-      proxyReq.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
-    });
-    res.once('close', () => {
-      if (!res.writableFinished) proxyReq.destroy();
-    });
+    proxyReq.once('timeout', onUpstreamTimeout);
+    upstreamRequests.set(res, proxyReq);
   });
 
   proxy.on('proxyRes', (proxyRes, _req, res) => {
     rewriteResponseHeaders(proxyRes.headers, false);
     proxyRes.headers.connection =
       res.shouldKeepAlive && !options.isDraining() ? 'keep-alive' : 'close';
-    const abortResponse = () => {
+    // An upstream that dies mid-body must not leave the client waiting for the rest.
+    proxyRes.once('close', () => {
       if (!proxyRes.complete) res.destroy();
-    };
-    proxyRes.once('aborted', abortResponse);
-    proxyRes.once('error', abortResponse);
-    proxyRes.once('close', abortResponse);
+    });
   });
 
   return {
@@ -113,8 +142,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           if (error) reject(error);
           else resolve();
         };
-        res.once('close', () => settle());
-        proxy.web(req, res, {}, (error) => {
+        res.once('close', () => {
+          if (!res.writableFinished) upstreamRequests.get(res)?.destroy();
+          settle();
+        });
+        proxyWeb(req, res, (error: Error) => {
           if (settled && res.writableEnded) return;
           const failure = error as NodeJS.ErrnoException;
           const kind = classify(failure);
@@ -134,7 +166,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       });
     },
     ws(req, socket, head) {
-      proxy.ws(req, socket, head, {}, (error) => {
+      proxyWs(req, socket, head, (error: Error) => {
         const failure = error as NodeJS.ErrnoException;
         const kind = classify(failure);
         options.metrics.upstreamErrors.inc({ kind });

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { GatewayMiddleware } from '../state.js';
 import type { Forwarder } from './forwarder.js';
-import { rewriteUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
+import { buildUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
 
 const CONTINUE = /^100-continue$/i;
 
@@ -17,7 +17,7 @@ export function forwardToUpstream(
   return async function forwardToUpstream(ctx, next) {
     const { req, res, state } = ctx;
     const expectsContinue = CONTINUE.test(req.headers.expect ?? '');
-    rewriteUpstreamHeaders(req.headers, policy, state.grant?.identityHeaders ?? [], {
+    req.headers = buildUpstreamHeaders(req.headers, policy, state.grant?.identityHeaders ?? [], {
       peerAddress: state.client?.address ?? '',
       keepForwardedFor: state.client?.viaTrustedProxy ?? false,
       proto: 'http',

@@ -15,7 +15,7 @@ import type { IdentityHeaders } from './identity-headers.js';
  * RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones proxies still see. Transfer-Encoding
  * stays: Node re-frames the body itself, and it must know the request is chunked.
  */
-const HOP_BY_HOP = [
+const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',
   'te',
@@ -24,7 +24,7 @@ const HOP_BY_HOP = [
   'proxy-authorization',
   'proxy-connection',
   'proxy-authenticate',
-];
+]);
 
 /** Method overrides let a GET be served as a DELETE after the GET rule authorised it. */
 const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
@@ -63,39 +63,50 @@ export interface ForwardingFacts {
   websocket: boolean;
 }
 
-/** Rewrites `headers` in place for the upstream. */
-export function rewriteUpstreamHeaders(
+/**
+ * The header object the upstream receives, built fresh: copying what may pass is cheaper
+ * than deleting from Node's object (deletes turn it into a slow dictionary-mode object that
+ * every later header walk pays for).
+ */
+export function buildUpstreamHeaders(
   headers: IncomingHttpHeaders,
   policy: UpstreamHeaderPolicy,
   identity: IdentityHeaders,
   facts: ForwardingFacts,
-): void {
-  const clientForwardedFor = facts.keepForwardedFor ? headers['x-forwarded-for'] : undefined;
-  const host = headers.host;
-  const named = headers.connection ? connectionTokens(headers.connection) : undefined;
-  const upgradeTo = headers.upgrade;
-  for (const name of Object.keys(headers)) {
+): IncomingHttpHeaders {
+  const named = headers.connection ? connectionTokens(headers.connection) : NO_TOKENS;
+  const upstream: IncomingHttpHeaders = {};
+  for (const name in headers) {
     const canonical = name.includes('_') ? name.replaceAll('_', '-') : name;
-    if (policy.removed.has(canonical) || named?.has(canonical)) delete headers[name];
+    if (policy.removed.has(canonical) || named.has(canonical)) continue;
+    upstream[name] = headers[name];
   }
-  if (policy.stripAuthorization) delete headers.authorization;
+  if (policy.stripAuthorization) delete upstream.authorization;
 
+  const clientForwardedFor = facts.keepForwardedFor ? headers['x-forwarded-for'] : undefined;
   const forwardedFor = Array.isArray(clientForwardedFor)
     ? clientForwardedFor.join(', ')
     : clientForwardedFor;
-  headers['x-forwarded-for'] = forwardedFor
+  upstream['x-forwarded-for'] = forwardedFor
     ? `${forwardedFor}, ${facts.peerAddress}`
     : facts.peerAddress;
-  headers['x-forwarded-proto'] = facts.proto;
-  if (host !== undefined) headers['x-forwarded-host'] = host;
+  upstream['x-forwarded-proto'] = facts.proto;
+  if (headers.host !== undefined) upstream['x-forwarded-host'] = headers.host;
   if (facts.websocket) {
-    headers.connection = 'upgrade';
-    headers.upgrade = upgradeTo ?? 'websocket';
+    upstream.connection = 'upgrade';
+    upstream.upgrade = headers.upgrade ?? 'websocket';
   }
-  for (const [name, value] of identity) headers[name] = value;
+  for (const [name, value] of identity) upstream[name] = value;
+  return upstream;
 }
 
-function connectionTokens(value: string): Set<string> {
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+function connectionTokens(value: string): ReadonlySet<string> {
+  // The common values name no other field.
+  if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') {
+    return NO_TOKENS;
+  }
   const tokens = new Set<string>();
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
@@ -117,6 +128,6 @@ export function rewriteResponseHeaders(headers: IncomingHttpHeaders, keepUpgrade
   const named = headers.connection ? connectionTokens(headers.connection) : undefined;
   for (const name of Object.keys(headers)) {
     if (keepUpgrade && (name === 'connection' || name === 'upgrade')) continue;
-    if (HOP_BY_HOP.includes(name) || named?.has(name)) delete headers[name];
+    if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
   }
 }

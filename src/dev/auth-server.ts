@@ -186,7 +186,9 @@ export async function startDevAuthorizationServer(
   // with URLSearchParams, because qs would turn `a[b]=` into objects and hide duplicates.
   const readBody = bodyParser({ enableTypes: ['form'], formLimit: '64kb' });
   const parseForm: DevMiddleware = async function parseForm(ctx, next) {
+    const introspection = ctx.path === '/oauth2/introspect';
     if (!ctx.is('application/x-www-form-urlencoded')) {
+      if (introspection) lastIntrospection = { headers: { ...ctx.req.headers }, body: {} };
       throw new OAuthError(
         400,
         'invalid_request',
@@ -201,7 +203,7 @@ export async function startDevAuthorizationServer(
       form[name] = value;
     }
     ctx.state.form = form;
-    if (ctx.path === '/oauth2/introspect') {
+    if (introspection) {
       lastIntrospection = { headers: { ...ctx.req.headers }, body: { ...form } };
     }
     // RFC 6749 §3.1: parameters MUST NOT be included more than once.

@@ -1,0 +1,303 @@
+/**
+ * Integration-test harness: a real development authorization server, a real echo upstream
+ * and a real gateway between them, all on 127.0.0.1 port 0, closed in teardown. The config
+ * goes through the real loader (YAML text → parseConfig), so tests exercise what an operator
+ * would write. The HTTP clients here are deliberately raw: fetch and undici normalise paths
+ * and headers, and the gateway's tests need to send exactly the bytes they mean.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import http from 'node:http';
+import net from 'node:net';
+import { stringify } from 'yaml';
+import { createGateway, type Gateway } from '../src/app.js';
+import { parseConfig } from '../src/config/load.js';
+import type { Config } from '../src/config/schema.js';
+import {
+  startDevAuthorizationServer,
+  type DevAuthorizationServer,
+  type DevClient,
+} from '../src/dev/auth-server.js';
+import { startEchoApi, type EchoApi } from '../src/dev/echo-api.js';
+import { createLogger } from '../src/log/logger.js';
+
+/** The gateway's client at the authorization server; the secret needs form-encoding. */
+export const INTROSPECTION_CLIENT = { id: 'tokenguard', secret: 's3cret:with%chars' } as const;
+
+/** Clients that may mint tokens at `as.tokenEndpoint` (client_credentials). */
+export const TOKEN_CLIENTS: readonly DevClient[] = [
+  { id: 'reader', secret: 'reader-secret', scope: 'orders:read' },
+  { id: 'writer', secret: 'writer-secret', scope: 'orders:read orders:write' },
+];
+
+export interface HarnessContext {
+  as: DevAuthorizationServer;
+  upstream: EchoApi;
+}
+
+export interface Harness {
+  as: DevAuthorizationServer;
+  upstream: EchoApi;
+  gateway: Gateway;
+  /** The validated config the gateway runs with. */
+  config: Config;
+  /** `http://127.0.0.1:PORT` of the proxied port. */
+  url: string;
+  /** `http://127.0.0.1:PORT` of the admin port (/metrics /healthz /readyz). */
+  adminUrl: string;
+  /** The proxied port. */
+  port: number;
+  /** Everything the gateway logged so far, as text (one JSON object per line). */
+  logs: () => string;
+  /** Drains the gateway (100 ms grace), then closes the authorization server and upstream. */
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  /**
+   * A plain config object merged over the defaults one level deep: each top-level section
+   * of the override replaces the keys it names inside that section (`routes`, a list, is
+   * replaced whole); a key set to `undefined` is removed. Scalars go through `${ENV}`
+   * interpolation like any config file's.
+   */
+  config?: (ctx: HarnessContext) => Record<string, unknown>;
+  /**
+   * The whole config as YAML text, used verbatim instead of the defaults (not with
+   * `config`). The environment it is interpolated with holds HARNESS_AS_URL,
+   * HARNESS_INTROSPECTION_ENDPOINT, HARNESS_UPSTREAM_URL, HARNESS_CLIENT_ID and
+   * HARNESS_CLIENT_SECRET. Remember `port: 0` for both server and admin.
+   */
+  yaml?: string;
+  /** Extra environment variables for `${ENV}` interpolation (over process.env). */
+  env?: Record<string, string>;
+}
+
+export function defaultConfig({ as, upstream }: HarnessContext): Record<string, unknown> {
+  return {
+    server: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    upstream: { url: upstream.url, timeout_ms: 2000 },
+    introspection: {
+      endpoint: as.introspectionEndpoint,
+      client_id: INTROSPECTION_CLIENT.id,
+      client_secret: INTROSPECTION_CLIENT.secret,
+      timeout_ms: 1000,
+    },
+    cache: {},
+    fishing: {},
+    routes: [
+      { name: 'public', prefix: '/public', auth: 'none' },
+      { name: 'orders-read', path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
+      {
+        name: 'orders-write',
+        prefix: '/api/orders',
+        methods: ['POST', 'PUT', 'DELETE'],
+        scopes: ['orders:write'],
+      },
+      { name: 'any-token', prefix: '/api/any' },
+    ],
+    forward: {
+      identity_headers: {
+        'X-Auth-Subject': 'sub',
+        'X-Auth-Client-Id': 'client_id',
+        'X-Auth-Scope': 'scope',
+      },
+    },
+    log: { level: 'info', access_log: true },
+  };
+}
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** One level deep: sections merge key by key, everything else is replaced. */
+export function mergeConfig(
+  base: Record<string, unknown>,
+  override: Record<string, unknown>,
+): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(override)) {
+    const current = merged[key];
+    merged[key] = isPlainObject(current) && isPlainObject(value) ? { ...current, ...value } : value;
+  }
+  const dropUndefined = (object: Record<string, unknown>) => {
+    for (const [key, value] of Object.entries(object)) {
+      if (value === undefined) delete object[key];
+      else if (isPlainObject(value)) dropUndefined(value);
+    }
+  };
+  dropUndefined(merged);
+  return merged;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  if (options.yaml !== undefined && options.config !== undefined) {
+    throw new TypeError('startHarness: give `yaml` or `config`, not both');
+  }
+  const as = await startDevAuthorizationServer({
+    introspectionClients: [INTROSPECTION_CLIENT],
+    clients: [...TOKEN_CLIENTS],
+  });
+  const upstream = await startEchoApi();
+  const lines: string[] = [];
+  try {
+    const ctx = { as, upstream };
+    const text =
+      options.yaml ?? stringify(mergeConfig(defaultConfig(ctx), options.config?.(ctx) ?? {}));
+    const config = parseConfig(text, 'harness.yaml', {
+      ...process.env,
+      HARNESS_AS_URL: as.url,
+      HARNESS_INTROSPECTION_ENDPOINT: as.introspectionEndpoint,
+      HARNESS_UPSTREAM_URL: upstream.url,
+      HARNESS_CLIENT_ID: INTROSPECTION_CLIENT.id,
+      HARNESS_CLIENT_SECRET: INTROSPECTION_CLIENT.secret,
+      ...options.env,
+    });
+    const logger = createLogger(config.log.level, {
+      write(line: string) {
+        lines.push(line);
+      },
+    });
+    const gateway = createGateway(config, logger);
+    const { proxy, admin } = await gateway.listen();
+    return {
+      as,
+      upstream,
+      gateway,
+      config,
+      url: `http://127.0.0.1:${proxy.port}`,
+      adminUrl: `http://127.0.0.1:${admin.port}`,
+      port: proxy.port,
+      logs: () => lines.join(''),
+      async close() {
+        await gateway.drain(100);
+        await Promise.all([as.close(), upstream.close()]);
+      },
+    };
+  } catch (error) {
+    await Promise.all([as.close(), upstream.close()]);
+    throw error;
+  }
+}
+
+export interface RawResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** Header names and values as received, in order. */
+  rawHeaders: string[];
+  body: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  json(): any;
+}
+
+export interface RequestOptions {
+  method?: string;
+  /** Arrays are sent as repeated header fields. A `host` entry replaces the default one. */
+  headers?: Record<string, string | string[]>;
+  body?: string | Buffer;
+  /** Sent as the request target exactly as given (`/a/../b`, `/%2e%2e/x`); else the URL's. */
+  path?: string;
+  /** The whole exchange must end within this (default 10 s), or the promise rejects. */
+  timeoutMs?: number;
+}
+
+/**
+ * A node:http request on a fresh connection (no agent, no keep-alive reuse between calls).
+ * The path is not normalised: what is given is what goes on the wire.
+ */
+export function request(url: string, options: RequestOptions = {}): Promise<RawResponse> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: target.hostname,
+      port: target.port,
+      method: options.method ?? 'GET',
+      path: options.path ?? `${target.pathname}${target.search}`,
+      headers: options.headers,
+      agent: false,
+    });
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`request to ${url} took over ${options.timeoutMs ?? 10_000} ms`));
+    }, options.timeoutMs ?? 10_000);
+    req.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    req.once('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      res.once('end', () => {
+        clearTimeout(timer);
+        const body = Buffer.concat(chunks).toString('utf8');
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body,
+          json: () => JSON.parse(body),
+        });
+      });
+    });
+    req.end(options.body);
+  });
+}
+
+/**
+ * Writes `text` as raw bytes on a TCP connection to 127.0.0.1:`port` and returns everything
+ * received until the server closes the connection or `silenceMs` (default 2 s) pass without
+ * a byte — for duplicate Host fields, absolute-form targets, TRACE, smuggling attempts.
+ */
+export function rawRequest(port: number, text: string, silenceMs = 2000): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    };
+    const armSilenceTimer = () => {
+      clearTimeout(timer);
+      timer = setTimeout(finish, silenceMs);
+    };
+    socket.on('connect', () => {
+      socket.write(text, 'latin1');
+      armSilenceTimer();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      armSilenceTimer();
+    });
+    socket.once('end', finish);
+    socket.once('close', finish);
+    socket.once('error', finish);
+  });
+}
+
+/** Mints a token through the real token endpoint (client_credentials, HTTP Basic). */
+export async function mintToken(
+  as: DevAuthorizationServer,
+  client: Pick<DevClient, 'id' | 'secret'>,
+  scope?: string,
+): Promise<string> {
+  const form = new URLSearchParams({ grant_type: 'client_credentials' });
+  if (scope !== undefined) form.set('scope', scope);
+  const formEncode = (value: string) => new URLSearchParams({ v: value }).toString().slice(2);
+  const credentials = Buffer.from(`${formEncode(client.id)}:${formEncode(client.secret)}`);
+  const response = await request(as.tokenEndpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: `Basic ${credentials.toString('base64')}`,
+    },
+    body: form.toString(),
+  });
+  if (response.status !== 200) {
+    throw new Error(`token endpoint answered ${response.status}: ${response.body}`);
+  }
+  return (response.json() as { access_token: string }).access_token;
+}

@@ -12,8 +12,10 @@ type Address = ipaddr.IPv4 | ipaddr.IPv6;
 type Cidr = [Address, number];
 
 export interface ClientIdentity {
-  /** The client's address as seen by the gateway (for logs and X-Forwarded-For). */
+  /** The client's address as seen by the gateway (for logs). */
   address: string;
+  /** The TCP peer: the hop X-Forwarded-For gets appended. */
+  peerAddress: string;
   /** The fishing key: the IPv4 address, or the IPv6 prefix in CIDR notation. */
   key: string;
   /** The socket peer is a trusted proxy (its X-Forwarded-For is kept). */
@@ -35,9 +37,14 @@ export function createClientIdentifier(options: {
   ipv6PrefixLength: number;
 }): ClientIdentifier {
   const trusted: Cidr[] = options.trustedProxies.map((text) => {
-    if (text.includes('/')) return ipaddr.parseCIDR(text);
-    const address = ipaddr.parse(text);
-    return [address, address.kind() === 'ipv4' ? 32 : 128];
+    const [address, bits] = text.includes('/')
+      ? ipaddr.parseCIDR(text)
+      : ([ipaddr.parse(text), text.includes(':') ? 128 : 32] as Cidr);
+    // Peers are compared as IPv4 when IPv4-mapped, so ranges written as ::ffff:a.b.c.d/n are too.
+    if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+      return [(address as ipaddr.IPv6).toIPv4Address(), bits - 96];
+    }
+    return [address, bits];
   });
   const isTrusted = (address: Address): boolean =>
     trusted.some(([range, bits]) => address.kind() === range.kind() && address.match(range, bits));
@@ -69,8 +76,18 @@ export function createClientIdentifier(options: {
       address,
       trusted: address !== null && trusted.length > 0 && isTrusted(address),
       direct: address
-        ? { address: address.toString(), key: keyOf(address), viaTrustedProxy: false }
-        : { address: text || 'unknown', key: text || 'unknown', viaTrustedProxy: false },
+        ? {
+            address: address.toString(),
+            peerAddress: address.toString(),
+            key: keyOf(address),
+            viaTrustedProxy: false,
+          }
+        : {
+            address: text || 'unknown',
+            peerAddress: text || 'unknown',
+            key: text || 'unknown',
+            viaTrustedProxy: false,
+          },
     };
     peers.set(socket, peer);
     return peer;
@@ -89,7 +106,12 @@ export function createClientIdentifier(options: {
         client = hop;
         if (!isTrusted(hop)) break;
       }
-      return { address: client.toString(), key: keyOf(client), viaTrustedProxy: true };
+      return {
+        address: client.toString(),
+        peerAddress: peer.direct.peerAddress,
+        key: keyOf(client),
+        viaTrustedProxy: true,
+      };
     },
   };
 }

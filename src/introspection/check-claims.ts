@@ -24,7 +24,8 @@ export function checkClaims(
   nowSeconds: number,
 ): ClaimFailure | null {
   const { exp, nbf } = claims as { exp?: number; nbf?: number };
-  if (exp !== undefined && nowSeconds > exp + rules.clockSkewSeconds) {
+  // RFC 7519 §4.1.4: the current time MUST be before `exp` (plus the leeway).
+  if (exp !== undefined && nowSeconds >= exp + rules.clockSkewSeconds) {
     return { reason: 'expired', detail: 'token expired (exp)' };
   }
   // A token that is not valid yet is outside its validity window just as an expired one.

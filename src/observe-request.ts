@@ -28,6 +28,7 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
     if (options.isDraining()) ctx.res.shouldKeepAlive = false;
     try {
       await next();
+      if (ctx.state.upstreamFailure) outcome = 'upstream_error';
     } catch (error) {
       failure = asGatewayError(error, logger);
       outcome = failure.outcome;

@@ -21,6 +21,8 @@ export interface GatewayState {
   /** SHA-256 of the token: the cache key, and (shortened) the log fingerprint. */
   tokenHash?: string;
   cacheResult?: CacheResult;
+  /** The upstream failed after the response had begun (the client saw it cut short). */
+  upstreamFailure?: string;
   /** The active introspection answer the request was authorised with. */
   grant?: Extract<CacheEntry, { active: true }>;
 }

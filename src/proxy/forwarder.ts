@@ -23,10 +23,11 @@ import { rewriteResponseHeaders } from './upstream-headers.js';
 export interface Forwarder {
   /**
    * Streams the request to the upstream and the response back. Resolves when the response
-   * is over (finished or aborted); rejects with a GatewayError (502/504) only when the
-   * upstream failed before any response header was sent, so the caller can render it.
+   * is over — with the kind of upstream failure that cut it short after its headers were
+   * sent, else null; rejects with a GatewayError (502/504) when the upstream failed before
+   * any response header was sent, so the caller can render it.
    */
-  web(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  web(req: IncomingMessage, res: ServerResponse): Promise<UpstreamErrorKind | null>;
   /** Proxies an authorised WebSocket upgrade; the socket is the client's. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   close(): void;
@@ -58,10 +59,6 @@ function classify(error: NodeJS.ErrnoException): UpstreamErrorKind {
 }
 
 type Pass = (...args: unknown[]) => unknown;
-
-function onUpstreamTimeout(this: ClientRequest): void {
-  this.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
-}
 
 export function createForwarder(options: ForwarderOptions): Forwarder {
   // `timeout` is the sockets' idle timeout: set once per connection and refreshed by every
@@ -117,10 +114,29 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 
   // The upstream request of each response, so a client that goes away can cancel it.
   const upstreamRequests = new WeakMap<ServerResponse, ClientRequest>();
+  const timedOut = new WeakSet<ClientRequest>();
+  const onUpstreamTimeout = function onUpstreamTimeout(this: ClientRequest): void {
+    timedOut.add(this);
+    this.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
+  };
   proxy.on('proxyReq', (proxyReq, _req, res) => {
     proxyReq.once('timeout', onUpstreamTimeout);
     upstreamRequests.set(res, proxyReq);
   });
+
+  // Each response's upstream failure, counted and logged once whichever event reports it.
+  const failures = new WeakMap<object, UpstreamErrorKind>();
+  const recordFailure = (
+    key: object,
+    kind: UpstreamErrorKind,
+    code: string | undefined,
+    websocket = false,
+  ): void => {
+    if (failures.has(key)) return;
+    failures.set(key, kind);
+    options.metrics.upstreamErrors.inc({ kind });
+    options.logger.warn({ event: 'upstream_error', kind, code, websocket }, 'upstream error');
+  };
 
   proxy.on('proxyRes', (proxyRes, _req, res) => {
     rewriteResponseHeaders(proxyRes.headers, false);
@@ -128,7 +144,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       res.shouldKeepAlive && !options.isDraining() ? 'keep-alive' : 'close';
     // An upstream that dies mid-body must not leave the client waiting for the rest.
     proxyRes.once('close', () => {
-      if (!proxyRes.complete) res.destroy();
+      if (proxyRes.complete || res.destroyed) return; // done, or the client went first
+      const upstreamRequest = upstreamRequests.get(res);
+      const kind = upstreamRequest && timedOut.has(upstreamRequest) ? 'timeout' : 'reset';
+      recordFailure(res, kind, kind === 'timeout' ? TIMEOUT_CODE : 'ECONNRESET');
+      res.destroy();
     });
   });
 
@@ -140,7 +160,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           if (settled) return;
           settled = true;
           if (error) reject(error);
-          else resolve();
+          else resolve(failures.get(res) ?? null);
         };
         res.once('close', () => {
           if (!res.writableFinished) upstreamRequests.get(res)?.destroy();
@@ -150,11 +170,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           if (settled && res.writableEnded) return;
           const failure = error as NodeJS.ErrnoException;
           const kind = classify(failure);
-          options.metrics.upstreamErrors.inc({ kind });
-          options.logger.warn(
-            { event: 'upstream_error', kind, code: failure.code },
-            'upstream error',
-          );
+          recordFailure(res, kind, failure.code);
           if (res.headersSent) {
             res.destroy();
             settle();
@@ -168,12 +184,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     ws(req, socket, head) {
       proxyWs(req, socket, head, (error: Error) => {
         const failure = error as NodeJS.ErrnoException;
-        const kind = classify(failure);
-        options.metrics.upstreamErrors.inc({ kind });
-        options.logger.warn(
-          { event: 'upstream_error', kind, code: failure.code, websocket: true },
-          'upstream error',
-        );
+        recordFailure(socket, classify(failure), failure.code, true);
         if (socket.destroyed) return;
         // Before the upstream's 101 the client still speaks HTTP; after it, only close.
         if ((socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {

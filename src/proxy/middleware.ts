@@ -18,7 +18,7 @@ export function forwardToUpstream(
     const { req, res, state } = ctx;
     const expectsContinue = CONTINUE.test(req.headers.expect ?? '');
     req.headers = buildUpstreamHeaders(req.headers, policy, state.grant?.identityHeaders ?? [], {
-      peerAddress: state.client?.address ?? '',
+      peerAddress: state.client?.peerAddress ?? '',
       keepForwardedFor: state.client?.viaTrustedProxy ?? false,
       proto: 'http',
       websocket: state.upgrade !== undefined,
@@ -32,7 +32,8 @@ export function forwardToUpstream(
       return next();
     }
     if (expectsContinue) res.writeContinue();
-    await forwarder.web(req, res);
+    const failure = await forwarder.web(req, res);
+    if (failure) state.upstreamFailure = failure;
     return next();
   };
 }

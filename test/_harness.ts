@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 /**
  * Integration-test harness: a real development authorization server, a real echo upstream
  * and a real gateway between them, all on 127.0.0.1 port 0, closed in teardown. The config
@@ -196,8 +197,12 @@ export interface RequestOptions {
   body?: string | Buffer;
   /** Sent as the request target exactly as given (`/a/../b`, `/%2e%2e/x`); else the URL's. */
   path?: string;
-  /** The whole exchange must end within this (default 10 s), or the promise rejects. */
+  /** The whole exchange must end within this (default 20 s), or the promise rejects. */
   timeoutMs?: number;
+  /** Source address of the connection (any of 127.0.0.0/8): a distinct client for the gateway. */
+  from?: string;
+  /** A keep-alive agent for floods; a fresh connection per request otherwise. */
+  agent?: http.Agent;
 }
 
 /**
@@ -213,11 +218,12 @@ export function request(url: string, options: RequestOptions = {}): Promise<RawR
       method: options.method ?? 'GET',
       path: options.path ?? `${target.pathname}${target.search}`,
       headers: options.headers,
-      agent: false,
+      localAddress: options.from,
+      agent: options.agent ?? false,
     });
     const timer = setTimeout(() => {
-      req.destroy(new Error(`request to ${url} took over ${options.timeoutMs ?? 10_000} ms`));
-    }, options.timeoutMs ?? 10_000);
+      req.destroy(new Error(`request to ${url} took over ${options.timeoutMs ?? 20_000} ms`));
+    }, options.timeoutMs ?? 20_000);
     req.once('error', (error) => {
       clearTimeout(timer);
       reject(error);
@@ -301,3 +307,23 @@ export async function mintToken(
   }
   return (response.json() as { access_token: string }).access_token;
 }
+
+/** Runs `run` against a fresh harness built with `config`, and always closes it. */
+export async function withHarness(
+  config: ((ctx: HarnessContext) => Record<string, unknown>) | undefined,
+  run: (harness: Harness) => Promise<void>,
+): Promise<void> {
+  const harness = await startHarness(config ? { config } : {});
+  try {
+    await run(harness);
+  } finally {
+    await harness.close();
+  }
+}
+
+export const bearer = (token: string): Record<string, string> => ({
+  authorization: `Bearer ${token}`,
+});
+
+/** A well-formed token the authorization server never issued: introspection says inactive. */
+export const unknownToken = (): string => randomBytes(24).toString('base64url');

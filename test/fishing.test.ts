@@ -6,11 +6,16 @@
  * trusted proxies. Distinct clients on one machine: Linux routes all of 127.0.0.0/8 to
  * loopback, so each client binds its socket to its own source address (`localAddress`).
  */
-import { randomBytes } from 'node:crypto';
-import http, { type IncomingHttpHeaders } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
-import { startHarness, type Harness, type HarnessContext } from './_harness.js';
+import {
+  bearer,
+  request as send,
+  unknownToken,
+  withHarness,
+  type Harness,
+  type RawResponse as Reply,
+} from './_harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -22,74 +27,6 @@ const FISHING = { window_seconds: 60, max_failures: MAX_FAILURES, block_seconds:
 
 const CLIENT_A = '127.0.0.2';
 const CLIENT_B = '127.0.0.3';
-
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  json(): any;
-}
-
-interface SendOptions {
-  /** Source address of the client socket (any of 127.0.0.0/8). */
-  from?: string;
-  method?: string;
-  headers?: Record<string, string>;
-  timeoutMs?: number;
-}
-
-/** One request on a fresh connection bound to `from`, so the gateway sees that peer. */
-function send(url: string, options: SendOptions = {}): Promise<Reply> {
-  const target = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: target.hostname,
-      port: target.port,
-      method: options.method ?? 'GET',
-      path: `${target.pathname}${target.search}`,
-      headers: options.headers,
-      localAddress: options.from,
-      agent: false,
-    });
-    req.setTimeout(options.timeoutMs ?? 15_000, () => {
-      req.destroy(new Error(`request to ${url} timed out`));
-    });
-    req.once('error', reject);
-    req.once('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.once('error', reject);
-      res.once('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body,
-          json: () => JSON.parse(body),
-        });
-      });
-    });
-    req.end();
-  });
-}
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-
-/** A well-formed token the authorization server never issued: introspection says inactive. */
-const unknownToken = () => randomBytes(24).toString('base64url');
-
-const withHarness = async (
-  config: (ctx: HarnessContext) => Record<string, unknown>,
-  run: (harness: Harness) => Promise<void>,
-) => {
-  const harness = await startHarness({ config });
-  try {
-    await run(harness);
-  } finally {
-    await harness.close();
-  }
-};
 
 const fishingConfig =
   (extra: Record<string, unknown> = {}, fishing: Record<string, unknown> = {}) =>

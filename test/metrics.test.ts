@@ -7,11 +7,20 @@
  * sub-millisecond cache hits and multi-second authorization-server stalls.
  */
 import { randomBytes } from 'node:crypto';
-import http, { type IncomingHttpHeaders } from 'node:http';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
-import { defaultConfig, startHarness, type Harness, type HarnessContext } from './_harness.js';
+import {
+  bearer,
+  defaultConfig,
+  request as send,
+  unknownToken,
+  withHarness,
+  type Harness,
+  type HarnessContext,
+  type RawResponse as Reply,
+} from './_harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // The contract (PRODUCT.md "Metrics"), written out here rather than imported from src/
@@ -156,54 +165,6 @@ function valueOf(scrape: Scrape, name: string, labels: Record<string, string> = 
 // Requests
 // ---------------------------------------------------------------------------------------------
 
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-interface SendOptions {
-  from?: string;
-  headers?: Record<string, string>;
-  /** Sent as the request target exactly as given. */
-  path?: string;
-  timeoutMs?: number;
-}
-
-/** One request on a fresh connection, bound to source address `from`. */
-function send(url: string, options: SendOptions = {}): Promise<Reply> {
-  const target = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: target.hostname,
-      port: target.port,
-      path: options.path ?? `${target.pathname}${target.search}`,
-      headers: options.headers,
-      localAddress: options.from,
-      agent: false,
-    });
-    req.setTimeout(options.timeoutMs ?? 15_000, () => {
-      req.destroy(new Error(`request to ${url} timed out`));
-    });
-    req.once('error', reject);
-    req.once('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.once('error', reject);
-      res.once('end', () => {
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString('utf8'),
-        });
-      });
-    });
-    req.end();
-  });
-}
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-const unknownToken = () => randomBytes(24).toString('base64url');
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 async function scrape(harness: Harness): Promise<Scrape> {
@@ -252,18 +213,6 @@ async function assertMoves(
     );
   }
 }
-
-const withHarness = async (
-  config: ((ctx: HarnessContext) => Record<string, unknown>) | undefined,
-  run: (harness: Harness) => Promise<void>,
-) => {
-  const harness = await startHarness(config ? { config } : {});
-  try {
-    await run(harness);
-  } finally {
-    await harness.close();
-  }
-};
 
 /** A port nothing listens on: bound, then released. */
 async function closedPort(): Promise<number> {

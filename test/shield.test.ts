@@ -5,83 +5,24 @@
  * per-client fishing state that stays bounded however many distinct sources fail. The
  * authorization server's call counter is the proof that it was not asked.
  */
-import { randomBytes } from 'node:crypto';
-import http, { type IncomingHttpHeaders } from 'node:http';
+import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import test from 'ava';
 import pino from 'pino';
 import { createFishingGuard } from '../src/fishing/fishing-guard.js';
-import { startHarness, type Harness, type HarnessContext } from './_harness.js';
+import {
+  bearer,
+  request as send,
+  unknownToken,
+  withHarness,
+  type RawResponse as Reply,
+} from './_harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  json(): any;
-}
-
-interface SendOptions {
-  from?: string;
-  headers?: Record<string, string>;
-  /** A keep-alive agent for floods; a fresh connection per request otherwise. */
-  agent?: http.Agent;
-  timeoutMs?: number;
-}
-
-function send(url: string, options: SendOptions = {}): Promise<Reply> {
-  const target = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: target.hostname,
-      port: target.port,
-      path: `${target.pathname}${target.search}`,
-      headers: options.headers,
-      localAddress: options.from,
-      agent: options.agent ?? false,
-    });
-    req.setTimeout(options.timeoutMs ?? 20_000, () => {
-      req.destroy(new Error(`request to ${url} timed out`));
-    });
-    req.once('error', reject);
-    req.once('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.once('error', reject);
-      res.once('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body,
-          json: () => JSON.parse(body),
-        });
-      });
-    });
-    req.end();
-  });
-}
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-const unknownToken = () => randomBytes(24).toString('base64url');
-
-const withHarness = async (
-  config: (ctx: HarnessContext) => Record<string, unknown>,
-  run: (harness: Harness) => Promise<void>,
-) => {
-  const harness = await startHarness({ config });
-  try {
-    await run(harness);
-  } finally {
-    await harness.close();
-  }
-};
 
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

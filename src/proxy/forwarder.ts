@@ -61,15 +61,7 @@ function classify(error: NodeJS.ErrnoException): UpstreamErrorKind {
 type Pass = (...args: unknown[]) => unknown;
 
 export function createForwarder(options: ForwarderOptions): Forwarder {
-  // `timeout` is the sockets' idle timeout: set once per connection and refreshed by every
-  // read and write, it bounds the wait for response headers and each silence in a body
-  // without a timer per request. A request whose socket falls silent emits 'timeout'.
-  const agent = new http.Agent({
-    keepAlive: true,
-    scheduling: 'lifo',
-    keepAliveMsecs: 1000,
-    timeout: options.timeoutMs,
-  });
+  const agent = new http.Agent({ keepAlive: true, scheduling: 'lifo', keepAliveMsecs: 1000 });
   const upstream = new URL(options.upstreamUrl);
   const proxy = httpProxy.createProxyServer({
     // Pre-parsed, and no per-call options below: given either, http-proxy copies its options
@@ -115,13 +107,27 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   // The upstream request of each response, so a client that goes away can cancel it.
   const upstreamRequests = new WeakMap<ServerResponse, ClientRequest>();
   const timedOut = new WeakSet<ClientRequest>();
-  const onUpstreamTimeout = function onUpstreamTimeout(this: ClientRequest): void {
-    timedOut.add(this);
-    this.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
-  };
-  proxy.on('proxyReq', (proxyReq, _req, res) => {
-    proxyReq.once('timeout', onUpstreamTimeout);
+  proxy.on('proxyReq', (proxyReq, req, res) => {
     upstreamRequests.set(res, proxyReq);
+    // `upstream.timeout_ms` bounds the upstream's own silences: the wait for the response
+    // headers once the request body is in, and each gap between body chunks. A silence the
+    // client causes — its body still arriving, or it not reading ours (backpressure pauses
+    // the upstream response) — is not the upstream's, and re-arms the timer.
+    const timer = setTimeout(function checkUpstreamSilence() {
+      if (!req.complete || res.writableNeedDrain) {
+        timer.refresh();
+        return;
+      }
+      timedOut.add(proxyReq);
+      proxyReq.destroy(Object.assign(new Error('upstream timed out'), { code: TIMEOUT_CODE }));
+    }, options.timeoutMs);
+    const refresh = () => timer.refresh();
+    req.once('end', refresh);
+    proxyReq.once('response', (proxyRes: IncomingMessage) => {
+      refresh();
+      proxyRes.on('data', refresh);
+    });
+    proxyReq.once('close', () => clearTimeout(timer));
   });
 
   // Each response's upstream failure, counted and logged once whichever event reports it.

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -161,17 +161,7 @@ export async function writeTempConfig(
   return { file, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-/** A port that was free a moment ago (bound on 127.0.0.1:0, then released). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+export { freePort } from './_harness.js';
 
 /** Resident set size of process `pid` in bytes, from /proc (Linux); null elsewhere. */
 export async function residentBytes(pid: number): Promise<number | null> {

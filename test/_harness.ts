@@ -327,3 +327,29 @@ export const bearer = (token: string): Record<string, string> => ({
 
 /** A well-formed token the authorization server never issued: introspection says inactive. */
 export const unknownToken = (): string => randomBytes(24).toString('base64url');
+
+/** True once `condition` holds; false if it still does not after `timeoutMs` (bounded polling). */
+export async function eventually(
+  condition: () => boolean,
+  timeoutMs: number,
+  stepMs = 20,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+  return true;
+}
+
+/** A port that was free a moment ago (bound on 127.0.0.1:0, then released): nothing listens. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}

@@ -9,6 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import {
+  eventually,
   bearer,
   request as send,
   unknownToken,
@@ -81,15 +82,6 @@ const logLines = (harness: Harness): LogLine[] =>
 
 const eventLines = (harness: Harness, event: string) =>
   logLines(harness).filter((line) => line.event === event);
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await sleep(50);
-  }
-  return condition();
-}
 
 // ---------------------------------------------------------------------------------------------
 // (a) blocking after max_failures, without asking the authorization server
@@ -359,7 +351,7 @@ test('a block and an unblock each log one structured line with the client key, n
     t.is(blocks[0]?.client, CLIENT_A);
     t.is(blocks[0]?.failures, MAX_FAILURES, 'the line carries the count');
 
-    const unblocked = await waitFor(
+    const unblocked = await eventually(
       () => eventLines(harness, 'fishing_unblock').length > 0,
       BLOCK_SECONDS * 1000 + 5000,
     );

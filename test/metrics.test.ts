@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import {
+  freePort,
   bearer,
   defaultConfig,
   request as send,
@@ -212,15 +213,6 @@ async function assertMoves(
       `${selector.name}${JSON.stringify(selector.labels ?? {})} moves by ${by}`,
     );
   }
-}
-
-/** A port nothing listens on: bound, then released. */
-async function closedPort(): Promise<number> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** A tiny upstream that misbehaves as told; closed by the caller. */
@@ -685,7 +677,7 @@ test('the fishing_blocked_clients gauge counts blocked clients and falls back af
 // ---------------------------------------------------------------------------------------------
 
 test('upstream_errors_total{kind=connect} moves when the upstream refuses connections', async (t) => {
-  const port = await closedPort();
+  const port = await freePort();
   const config = () => ({ upstream: { url: `http://127.0.0.1:${port}` } });
   await withHarness(config, async (harness) => {
     let status = 0;

@@ -10,21 +10,19 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import test from 'ava';
-import { mintToken, rawRequest, request, withHarness, TOKEN_CLIENTS } from './_harness.js';
+import {
+  eventually,
+  freePort,
+  mintToken,
+  rawRequest,
+  request,
+  withHarness,
+  TOKEN_CLIENTS,
+} from './_harness.js';
 
 const sha256 = (text: string | Buffer) => createHash('sha256').update(text).digest('hex');
 
 const writer = TOKEN_CLIENTS[1] as (typeof TOKEN_CLIENTS)[number];
-
-/** Resolves once `condition` holds, or after `timeoutMs` (bounded polling, 20 ms steps). */
-async function eventually(condition: () => boolean, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return true;
-}
 
 /** Gives a smuggled request time to reach the upstream, if the gateway let one through. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
@@ -62,15 +60,6 @@ async function openConversation(port: number) {
     waitForClose: (timeoutMs = 5000) => eventually(() => closed, timeoutMs),
     close: () => socket.destroy(),
   };
-}
-
-/** A port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const chunked = (body: string) =>
@@ -199,7 +188,7 @@ test('Expect: 100-continue, authorised: 100 Continue, then identity headers set 
     } finally {
       conversation.close();
     }
-    t.true(await eventually(() => upstream.requests.length === 1));
+    t.true(await eventually(() => upstream.requests.length === 1, 3000));
     const seen = upstream.requests[0];
     t.is(seen?.bodyBytes, 5);
     t.is(seen?.bodySha256, sha256('hello'));
@@ -234,7 +223,7 @@ test('Expect: 100-continue on an auth: none route still strips client identity h
     } finally {
       conversation.close();
     }
-    t.true(await eventually(() => upstream.requests.length === 1));
+    t.true(await eventually(() => upstream.requests.length === 1, 3000));
     const seen = upstream.requests[0];
     t.is(seen?.bodySha256, sha256('hello'));
     t.is(seen?.headers['x-auth-subject'], undefined);
@@ -386,7 +375,7 @@ test("a client's Connection field cannot remove the injected identity or forward
 // --- (f) upstream failures ---------------------------------------------------------------------
 
 test('a refused upstream connection gives 502 and the gateway keeps serving', async (t) => {
-  const deadPort = await closedPort();
+  const deadPort = await freePort();
   await withHarness(
     () => ({ upstream: { url: `http://127.0.0.1:${deadPort}`, timeout_ms: 2000 } }),
     async ({ as, url, adminUrl }) => {

@@ -13,6 +13,7 @@ import test from 'ava';
 import pino from 'pino';
 import { createFishingGuard } from '../src/fishing/fishing-guard.js';
 import {
+  eventually,
   bearer,
   request as send,
   unknownToken,
@@ -23,15 +24,6 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await sleep(10);
-  }
-  return condition();
-}
 
 /** Runs `jobs` with at most `width` in flight. */
 async function inBatches<T>(count: number, width: number, job: (index: number) => Promise<T>) {
@@ -77,7 +69,7 @@ test('over max_concurrent, unknown tokens get 503 while a cached token keeps pas
     const burst = Array.from({ length: 6 }, () =>
       send(`${url}/api/orders/1`, { headers: bearer(unknownToken()) }),
     );
-    const saturated = await waitFor(() => as.introspectionCalls >= before + 2, 10_000);
+    const saturated = await eventually(() => as.introspectionCalls >= before + 2, 10_000);
     t.true(saturated, 'two introspection calls are in flight');
 
     for (let index = 0; index < 3; index += 1) {

@@ -6,10 +6,10 @@
  * JSON error body, Retry-After, Cache-Control, and — by counting — whether the upstream was
  * reached and whether the authorization server was asked.
  */
-import net from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import type { IntrospectionFault } from '../src/dev/auth-server.js';
 import {
+  freePort,
   mergeConfig,
   rawRequest,
   request,
@@ -170,14 +170,6 @@ function parseChallenge(
 
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
-}
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** At most `max` harnesses at a time: the machine has two cores, shared. */
@@ -794,7 +786,7 @@ const rows: Row[] = [
 
 for (const row of rows) {
   test(row.title, async (t) => {
-    const env: RowEnvironment = { closedPort: await closedPort() };
+    const env: RowEnvironment = { closedPort: await freePort() };
     await limit(async () => {
       const harness = await startHarness({
         config: (ctx) => mergeConfig(BASE_CONFIG, row.config?.(ctx, env) ?? {}),

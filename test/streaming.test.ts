@@ -14,6 +14,7 @@ import { stringify } from 'yaml';
 import { startDevAuthorizationServer } from '../src/dev/auth-server.js';
 import { childConfig, residentBytes, spawnCli, writeTempConfig } from './_child.js';
 import {
+  eventually,
   INTROSPECTION_CLIENT,
   mintToken,
   request,
@@ -36,16 +37,6 @@ const writer = TOKEN_CLIENTS[1] as (typeof TOKEN_CLIENTS)[number];
 
 const mb = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** True once `condition` holds, false after `timeoutMs` (bounded polling). */
-async function eventually(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) return false;
-    await sleep(25);
-  }
-  return true;
-}
 
 /**
  * The value of a growing counter once it has stopped moving for `stillMs` (a stream held back

@@ -5,10 +5,10 @@
  * The client is the `ws` package, as a browser-like client would speak.
  */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import net, { type AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import WebSocket from 'ws';
 import {
+  freePort,
   mintToken,
   rawRequest,
   request,
@@ -18,15 +18,6 @@ import {
 } from './_harness.js';
 
 const reader = TOKEN_CLIENTS[0] as (typeof TOKEN_CLIENTS)[number];
-
-/** A port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 type Handshake =
   | { kind: 'open'; socket: WebSocket }
@@ -335,7 +326,7 @@ test('an upgrade with two Host fields is refused with 400', async (t) => {
 });
 
 test('an authorised upgrade to an upstream that refuses connections gets 502', async (t) => {
-  const deadPort = await closedPort();
+  const deadPort = await freePort();
   await withHarness(
     () => ({ upstream: { url: `http://127.0.0.1:${deadPort}`, timeout_ms: 2000 } }),
     async (harness) => {

@@ -353,3 +353,30 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/** The gateway's /metrics text. */
+export async function scrapeMetrics(harness: Pick<Harness, 'adminUrl'>): Promise<string> {
+  const response = await request(`${harness.adminUrl}/metrics`);
+  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+  return response.body;
+}
+
+/** The sum of every sample of `name` whose labels include `labels` (0 when there is none). */
+export function metricValue(
+  text: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const seen = new Map(
+      [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
+    );
+    if (Object.entries(labels).every(([key, value]) => seen.get(key) === value)) {
+      total += Number(match[3]);
+    }
+  }
+  return total;
+}

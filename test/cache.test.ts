@@ -15,26 +15,13 @@ import test from 'ava';
 import { tokenHash } from '../src/cache/token-cache.js';
 import type { IntrospectionFault } from '../src/dev/auth-server.js';
 import {
+  withHarness,
+  metricValue,
+  scrapeMetrics,
   request,
-  startHarness,
   type Harness,
-  type HarnessContext,
   type RawResponse,
 } from './_harness.js';
-
-type ConfigOverride = (ctx: HarnessContext) => Record<string, unknown>;
-
-async function withHarness(
-  config: ConfigOverride | undefined,
-  run: (harness: Harness) => Promise<void>,
-): Promise<void> {
-  const harness = await startHarness(config ? { config } : {});
-  try {
-    await run(harness);
-  } finally {
-    await harness.close();
-  }
-}
 
 /** A request with `Authorization: Bearer token` (GET /api/orders/1 unless told otherwise). */
 function send(
@@ -49,30 +36,8 @@ function send(
   });
 }
 
-async function scrape(harness: Harness): Promise<string> {
-  const response = await request(`${harness.adminUrl}/metrics`);
-  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
-  return response.body;
-}
-
-/** The sum of every sample of `name` whose labels include `labels` (0 when there is none). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const seen = new Map(
-      [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([key, value]) => seen.get(key) === value)) {
-      total += Number(match[3]);
-    }
-  }
-  return total;
-}
-
 const lookups = (text: string, result: string) =>
-  sample(text, 'tokenguard_cache_lookups_total', { result });
+  metricValue(text, 'tokenguard_cache_lookups_total', { result });
 
 /** Sleeps until the wall clock has passed `epochMs`. */
 const sleepUntil = (epochMs: number) => sleep(Math.max(0, epochMs - Date.now()));
@@ -88,7 +53,7 @@ test.serial('a second request with the same active token is a cache hit', async 
   await withHarness(undefined, async (harness) => {
     const { as, upstream } = harness;
     const token = as.issue({ scope: 'orders:read' });
-    const before = await scrape(harness);
+    const before = await scrapeMetrics(harness);
 
     t.is((await send(harness, token)).status, 200);
     t.is(as.introspectionCalls, 1);
@@ -96,12 +61,12 @@ test.serial('a second request with the same active token is a cache hit', async 
     t.is(as.introspectionCalls, 1, 'the second request is answered from the cache');
     t.is(upstream.requests.length, 2);
 
-    const after = await scrape(harness);
+    const after = await scrapeMetrics(harness);
     t.is(lookups(after, 'miss') - lookups(before, 'miss'), 1);
     t.is(lookups(after, 'hit') - lookups(before, 'hit'), 1);
     t.is(
-      sample(after, 'tokenguard_introspection_requests_total', { result: 'active' }) -
-        sample(before, 'tokenguard_introspection_requests_total', { result: 'active' }),
+      metricValue(after, 'tokenguard_introspection_requests_total', { result: 'active' }) -
+        metricValue(before, 'tokenguard_introspection_requests_total', { result: 'active' }),
       1,
     );
   });
@@ -179,12 +144,12 @@ test.serial('an inactive answer is cached for negative_ttl_seconds', async (t) =
     async (harness) => {
       const { as, upstream } = harness;
       const token = as.issue({ active: false });
-      const before = await scrape(harness);
+      const before = await scrapeMetrics(harness);
 
       t.is((await send(harness, token)).status, 401);
       t.is((await send(harness, token)).status, 401);
       t.is(as.introspectionCalls, 1, 'the second presentation is a negative hit');
-      const after = await scrape(harness);
+      const after = await scrapeMetrics(harness);
       t.is(lookups(after, 'negative_hit') - lookups(before, 'negative_hit'), 1);
 
       await sleep(1300);
@@ -221,7 +186,7 @@ test.serial('50 concurrent requests with one uncached token make exactly one cal
       const { as, upstream } = harness;
       const token = as.issue({ scope: 'orders:read' });
       as.setFault({ delayMs: 300 });
-      const before = await scrape(harness);
+      const before = await scrapeMetrics(harness);
 
       const responses = await Promise.all(
         Array.from({ length: 50 }, (_, i) => send(harness, token, { path: `/api/orders/${i}` })),
@@ -234,12 +199,12 @@ test.serial('50 concurrent requests with one uncached token make exactly one cal
       t.is(as.introspectionCalls, 1);
       t.is(upstream.requests.length, 50);
 
-      const after = await scrape(harness);
+      const after = await scrapeMetrics(harness);
       const delta = (result: string) => lookups(after, result) - lookups(before, result);
       t.is(delta('miss'), 1);
       t.is(
-        sample(after, 'tokenguard_cache_lookups_total') -
-          sample(before, 'tokenguard_cache_lookups_total'),
+        metricValue(after, 'tokenguard_cache_lookups_total') -
+          metricValue(before, 'tokenguard_cache_lookups_total'),
         50,
       );
       // Requests that arrive while the call is in flight wait on it; a straggler arriving after
@@ -284,7 +249,7 @@ test.serial(
     await withHarness(undefined, async (harness) => {
       const { as, upstream } = harness;
       const token = as.issue({ scope: 'orders:read' });
-      const before = await scrape(harness);
+      const before = await scrapeMetrics(harness);
 
       t.is((await send(harness, token)).status, 200);
       const write = await send(harness, token, { method: 'POST', path: '/api/orders' });
@@ -294,7 +259,7 @@ test.serial(
       t.is(as.introspectionCalls, 1, 'the 403 came from the cached answer');
       t.is(upstream.requests.length, 1);
 
-      const after = await scrape(harness);
+      const after = await scrapeMetrics(harness);
       t.is(lookups(after, 'hit') - lookups(before, 'hit'), 1);
     });
   },
@@ -438,7 +403,7 @@ test.serial(
       // The logger is asynchronous: let the last access lines land.
       await sleep(200);
       const logs = harness.logs();
-      const metrics = await scrape(harness);
+      const metrics = await scrapeMetrics(harness);
       t.true(logs.includes('"event":"access"'), 'the requests were logged');
       for (const token of [reader, inactive, unlucky]) {
         t.false(logs.includes(token), 'no token in the logs');
@@ -469,7 +434,7 @@ test.serial('max_entries bounds the cache, least recently used out first', async
       t.is(as.introspectionCalls, 20);
 
       t.true(harness.gateway.introspection.cache.size <= 5);
-      const gauge = sample(await scrape(harness), 'tokenguard_cache_entries');
+      const gauge = metricValue(await scrapeMetrics(harness), 'tokenguard_cache_entries');
       t.true(gauge <= 5, `tokenguard_cache_entries is ${gauge}`);
       t.true(gauge >= 1);
 

@@ -30,30 +30,17 @@ import {
 } from '../src/introspection/client.js';
 import { startDevAuthorizationServer, type IntrospectionFault } from '../src/dev/auth-server.js';
 import {
+  withHarness,
+  metricValue,
+  scrapeMetrics,
   request,
-  startHarness,
   type Harness,
-  type HarnessContext,
   type RawResponse,
 } from './_harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-type ConfigOverride = (ctx: HarnessContext) => Record<string, unknown>;
-
-async function withHarness(
-  config: ConfigOverride | undefined,
-  run: (harness: Harness) => Promise<void>,
-): Promise<void> {
-  const harness = await startHarness(config ? { config } : {});
-  try {
-    await run(harness);
-  } finally {
-    await harness.close();
-  }
-}
 
 /** GET /api/orders/1 (scope orders:read) with `Authorization: Bearer token`. */
 const send = (harness: Harness, token: string): Promise<RawResponse> =>
@@ -62,30 +49,8 @@ const send = (harness: Harness, token: string): Promise<RawResponse> =>
     timeoutMs: 30_000,
   });
 
-async function scrape(harness: Harness): Promise<string> {
-  const response = await request(`${harness.adminUrl}/metrics`);
-  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
-  return response.body;
-}
-
-/** The sum of every sample of `name` whose labels include `labels` (0 when there is none). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const seen = new Map(
-      [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([key, value]) => seen.get(key) === value)) {
-      total += Number(match[3]);
-    }
-  }
-  return total;
-}
-
 const introspectionErrors = (text: string) =>
-  sample(text, 'tokenguard_introspection_requests_total', { result: 'error' });
+  metricValue(text, 'tokenguard_introspection_requests_total', { result: 'error' });
 
 interface RecordedCall {
   method: string;
@@ -560,13 +525,13 @@ async function assertFailsClosed(
   harness: Harness,
   token: string,
 ): Promise<void> {
-  const before = introspectionErrors(await scrape(harness));
+  const before = introspectionErrors(await scrapeMetrics(harness));
   const response = await send(harness, token);
   t.is(response.status, 503);
   t.regex(String(response.headers['retry-after']), /^[1-9]\d*$/);
   t.is(response.json().error, 'temporarily_unavailable');
   t.is(harness.upstream.requests.length, 0, 'never forwarded');
-  const after = introspectionErrors(await scrape(harness));
+  const after = introspectionErrors(await scrapeMetrics(harness));
   t.is(after - before, 1, 'tokenguard_introspection_requests_total{result="error"} moved by 1');
 }
 

@@ -10,6 +10,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TEST_ROUTES } from './_harness.js';
+
+export { freePort } from './_harness.js';
 
 export const CLI_PATH = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
@@ -161,8 +164,6 @@ export async function writeTempConfig(
   return { file, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export { freePort } from './_harness.js';
-
 /** Resident set size of process `pid` in bytes, from /proc (Linux); null elsewhere. */
 export async function residentBytes(pid: number): Promise<number | null> {
   try {
@@ -187,16 +188,7 @@ export function childConfig(
     admin: { host: '127.0.0.1', port: 0 },
     upstream: { url: base.upstreamUrl, timeout_ms: 30_000 },
     introspection: base.introspection,
-    routes: [
-      { name: 'public', prefix: '/public', auth: 'none' },
-      { name: 'orders-read', path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
-      {
-        name: 'orders-write',
-        prefix: '/api/orders',
-        methods: ['POST', 'PUT', 'DELETE'],
-        scopes: ['orders:write'],
-      },
-    ],
+    routes: TEST_ROUTES,
     forward: { identity_headers: { 'X-Auth-Subject': 'sub', 'X-Auth-Scope': 'scope' } },
   };
   for (const [key, value] of Object.entries(override)) {

@@ -72,6 +72,19 @@ export interface HarnessOptions {
   env?: Record<string, string>;
 }
 
+/** The routes every test gateway starts with (the harness's and the CLI child's). */
+export const TEST_ROUTES = [
+  { name: 'public', prefix: '/public', auth: 'none' },
+  { name: 'orders-read', path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
+  {
+    name: 'orders-write',
+    prefix: '/api/orders',
+    methods: ['POST', 'PUT', 'DELETE'],
+    scopes: ['orders:write'],
+  },
+  { name: 'any-token', prefix: '/api/any' },
+];
+
 export function defaultConfig({ as, upstream }: HarnessContext): Record<string, unknown> {
   return {
     server: { host: '127.0.0.1', port: 0 },
@@ -85,17 +98,7 @@ export function defaultConfig({ as, upstream }: HarnessContext): Record<string, 
     },
     cache: {},
     fishing: {},
-    routes: [
-      { name: 'public', prefix: '/public', auth: 'none' },
-      { name: 'orders-read', path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
-      {
-        name: 'orders-write',
-        prefix: '/api/orders',
-        methods: ['POST', 'PUT', 'DELETE'],
-        scopes: ['orders:write'],
-      },
-      { name: 'any-token', prefix: '/api/any' },
-    ],
+    routes: TEST_ROUTES,
     forward: {
       identity_headers: {
         'X-Auth-Subject': 'sub',

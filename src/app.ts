@@ -129,6 +129,10 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     },
     handle,
   );
+  // A client connection where nothing moves either way is closed: uploads and downloads of
+  // any length are fine while bytes flow, but a stalled client cannot hold its connection
+  // (and the upstream one) forever. Node destroys the socket when no 'timeout' listener exists.
+  proxyServer.setTimeout(config.server.idle_timeout_seconds * 1000);
   // Without this, Node answers `100 Continue` before any check has run.
   proxyServer.on('checkContinue', handle);
   const upgradedSockets = new Set<Duplex>();

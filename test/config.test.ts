@@ -38,6 +38,7 @@ test('a minimal config gets every documented default', (t) => {
   t.is(config.default_action, 'deny');
   t.false(config.routes_case_sensitive);
   t.is(config.server.shutdown_grace_seconds, 10);
+  t.is(config.server.idle_timeout_seconds, 300);
 });
 
 // [config text, the exact problem lines expected]

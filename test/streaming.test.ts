@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import test from 'ava';
@@ -640,4 +640,58 @@ test('after a client pause, a real upstream stall is still cut', async (t) => {
   } finally {
     await stallingUpstream.close();
   }
+});
+
+test('server.idle_timeout_seconds closes a client that stalls mid-upload, not one that is slow but steady', async (t) => {
+  await withHarness(
+    () => ({ server: { idle_timeout_seconds: 1 } }),
+    async ({ port, url, upstream }) => {
+      // Stalled: headers and one chunk, then nothing. The gateway must hang up by itself.
+      const stalled = net.connect({ host: '127.0.0.1', port });
+      await new Promise((resolve) => stalled.once('connect', resolve));
+      stalled.write(
+        'POST /public/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
+      );
+      stalled.resume();
+      const closed = new Promise<boolean>((resolve) => stalled.once('close', () => resolve(true)));
+      const bound = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 15_000));
+      t.true(await Promise.race([closed, bound]), 'the gateway closed the stalled connection');
+      stalled.destroy();
+
+      // Slow but steady: a chunk every 400 ms for about 3 s, longer than the idle bound in all.
+      const before = upstream.requests.length;
+      const steady = new Readable({
+        read() {
+          // filled by the timer below
+        },
+      });
+      let sent = 0;
+      const timer = setInterval(() => {
+        sent += 1;
+        steady.push(Buffer.from(`chunk-${sent};`));
+        if (sent === 8) {
+          clearInterval(timer);
+          steady.push(null);
+        }
+      }, 400);
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          `${url}/public/upload`,
+          { method: 'POST', agent: false },
+          (res) => {
+            res.resume();
+            res.once('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.once('error', reject);
+        steady.pipe(req);
+      });
+      t.is(status, 200);
+      t.true(upstream.requests.length > before);
+      t.is(
+        upstream.requests.at(-1)?.bodyBytes,
+        Buffer.from(Array.from({ length: 8 }, (_, index) => `chunk-${index + 1};`).join('')).length,
+      );
+    },
+  );
 });

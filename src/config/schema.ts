@@ -75,6 +75,11 @@ const serverSchema = z
       .describe(
         'CIDRs whose X-Forwarded-For is believed; empty means the client is the socket peer.',
       ),
+    idle_timeout_seconds: positiveInt
+      .default(300)
+      .describe(
+        'A client connection with no byte moving either way for this long is closed (a stalled upload or a client that stopped reading).',
+      ),
     shutdown_grace_seconds: positiveInt
       .default(10)
       .describe('On SIGTERM: stop accepting, finish in-flight requests for at most this long.'),

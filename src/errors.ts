@@ -58,7 +58,6 @@ export class GatewayError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly requiredScope: string | undefined;
   readonly closeConnection: boolean;
-  readonly expose = true;
 
   constructor(options: GatewayErrorOptions) {
     super(options.description);

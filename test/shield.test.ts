@@ -152,8 +152,8 @@ test.serial('100,000 distinct failing keys leave the fishing state and the heap 
     let blocked = 0;
     for (let index = 0; index < 100_000; index += 1) {
       const key = `10.${(index >> 16) & 255}.${(index >> 8) & 255}.${index & 255}`;
-      guard.recordFailure(key, 'inactive');
-      guard.recordFailure(key, 'malformed');
+      guard.recordFailure(key);
+      guard.recordFailure(key);
       if (guard.blockedFor(key) > 0) blocked += 1;
     }
     t.is(blocked, 0, 'two failures each: nobody blocked');
@@ -181,7 +181,7 @@ test.serial('blocked clients are bounded by max_clients too', (t) => {
     let blocked = 0;
     for (let index = 0; index < 30_000; index += 1) {
       const key = `2001:db8:${index.toString(16)}::/64`;
-      guard.recordFailure(key, 'inactive');
+      guard.recordFailure(key);
       if (guard.blockedFor(key) === 300) blocked += 1;
     }
     t.is(blocked, 30_000, 'one failure with max_failures 1: each next request is blocked');

@@ -25,7 +25,7 @@ export interface FishingGuardOptions {
 export interface FishingGuard {
   /** Seconds left in the client's block (starting one if it is due), or 0. */
   blockedFor(clientKey: string): number;
-  recordFailure(clientKey: string, reason: string): void;
+  recordFailure(clientKey: string): void;
   blockedClients(): number;
   trackedClients(): number;
   close(): void;

@@ -19,7 +19,7 @@ export function refuseBlockedClients(
       await next();
     } catch (error) {
       if (error instanceof GatewayError && error.fishingReason) {
-        guard.recordFailure(clientKey, error.fishingReason);
+        guard.recordFailure(clientKey);
         metrics.fishingFailures.inc({ reason: error.fishingReason });
       }
       throw error;

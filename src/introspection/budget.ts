@@ -8,7 +8,6 @@ export interface IntrospectionBudget {
   /** Takes a slot, or returns why none is free. */
   tryAcquire(): null | 'concurrency' | 'rate';
   release(): void;
-  readonly inFlight: number;
 }
 
 export function createIntrospectionBudget(options: {
@@ -36,9 +35,6 @@ export function createIntrospectionBudget(options: {
     },
     release() {
       inFlight -= 1;
-    },
-    get inFlight() {
-      return inFlight;
     },
   };
 }

@@ -145,7 +145,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   };
 
   proxy.on('proxyRes', (proxyRes, _req, res) => {
-    rewriteResponseHeaders(proxyRes.headers, false);
+    rewriteResponseHeaders(proxyRes.headers);
     proxyRes.headers.connection =
       res.shouldKeepAlive && !options.isDraining() ? 'keep-alive' : 'close';
     // An upstream that dies mid-body must not leave the client waiting for the rest.

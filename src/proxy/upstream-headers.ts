@@ -124,10 +124,9 @@ function connectionTokens(value: string): ReadonlySet<string> {
 }
 
 /** Hop-by-hop fields of an upstream response (a `Trailer` field crashes http-proxy). */
-export function rewriteResponseHeaders(headers: IncomingHttpHeaders, keepUpgrade: boolean): void {
-  const named = headers.connection ? connectionTokens(headers.connection) : undefined;
+export function rewriteResponseHeaders(headers: IncomingHttpHeaders): void {
+  const named = headers.connection ? connectionTokens(headers.connection) : NO_TOKENS;
   for (const name of Object.keys(headers)) {
-    if (keepUpgrade && (name === 'connection' || name === 'upgrade')) continue;
-    if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
+    if (HOP_BY_HOP.has(name) || named.has(name)) delete headers[name];
   }
 }

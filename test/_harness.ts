@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 /**
  * Integration-test harness: a real development authorization server, a real echo upstream
  * and a real gateway between them, all on 127.0.0.1 port 0, closed in teardown. The config
@@ -382,4 +382,70 @@ export function metricValue(
     }
   }
   return total;
+}
+
+/** A throw-away node:http server on 127.0.0.1:0 (a misbehaving upstream); closed by the caller. */
+export async function startHttpServer(handler: http.RequestListener) {
+  const server = http.createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface StreamOutcome {
+  status: number;
+  bytes: number;
+  sha256: string;
+  /** The body ended as framed, not cut short. */
+  complete: boolean;
+  error?: string;
+  /** The test's own bound fired: the client was left hanging. */
+  timedOut: boolean;
+}
+
+/**
+ * GETs `url`, hashing the body as it arrives, and reports how it ended within `boundMs`.
+ * `onData` sees the response and the byte count after each chunk (to pause reading).
+ */
+export function fetchStream(
+  url: string,
+  boundMs: number,
+  onData?: (res: http.IncomingMessage, bytes: number) => void,
+): Promise<StreamOutcome> {
+  return new Promise((resolve) => {
+    const hash = createHash('sha256');
+    let status = 0;
+    let bytes = 0;
+    let done = false;
+    const finish = (outcome: Pick<StreamOutcome, 'complete' | 'timedOut' | 'error'>) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve({ status, bytes, sha256: hash.digest('hex'), ...outcome });
+    };
+    const req = http.get(url, { agent: false }, (res: http.IncomingMessage) => {
+      status = res.statusCode ?? 0;
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        hash.update(chunk);
+        onData?.(res, bytes);
+      });
+      res.once('end', () => finish({ complete: res.complete, timedOut: false }));
+      res.once('error', (error) =>
+        finish({ complete: false, error: error.message, timedOut: false }),
+      );
+      res.once('close', () => finish({ complete: res.complete, timedOut: false }));
+    });
+    req.once('error', (error) =>
+      finish({ complete: false, error: error.message, timedOut: false }),
+    );
+    const timer = setTimeout(() => finish({ complete: false, timedOut: true }), boundMs);
+  });
 }

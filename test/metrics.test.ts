@@ -7,11 +7,10 @@
  * sub-millisecond cache hits and multi-second authorization-server stalls.
  */
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import {
+  startHttpServer,
   freePort,
   bearer,
   defaultConfig,
@@ -213,23 +212,6 @@ async function assertMoves(
       `${selector.name}${JSON.stringify(selector.labels ?? {})} moves by ${by}`,
     );
   }
-}
-
-/** A tiny upstream that misbehaves as told; closed by the caller. */
-async function startMisbehavingUpstream(
-  handler: http.RequestListener,
-): Promise<{ url: string; close(): Promise<void> }> {
-  const server = http.createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,7 +723,7 @@ test('upstream_errors_total{kind=timeout} moves when a response body falls silen
 });
 
 test('upstream_errors_total{kind=reset} moves when the upstream drops the connection before answering', async (t) => {
-  const upstream = await startMisbehavingUpstream((req) => req.socket.destroy());
+  const upstream = await startHttpServer((req) => req.socket.destroy());
   try {
     const config = () => ({ upstream: { url: upstream.url } });
     await withHarness(config, async (harness) => {
@@ -765,7 +747,7 @@ test('upstream_errors_total{kind=reset} moves when the upstream drops the connec
 });
 
 test('upstream_errors_total{kind=reset} moves when the upstream destroys the socket mid-response', async (t) => {
-  const upstream = await startMisbehavingUpstream((_req, res) => {
+  const upstream = await startHttpServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100000' });
     res.write('x'.repeat(1000));
     setTimeout(() => res.socket?.destroy(), 50);

@@ -11,6 +11,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import test from 'ava';
 import {
+  fetchStream,
   eventually,
   freePort,
   mintToken,
@@ -397,47 +398,6 @@ test('a refused upstream connection gives 502 and the gateway keeps serving', as
   );
 });
 
-interface StreamOutcome {
-  status: number;
-  bytes: number;
-  /** The response body ended as framed (not cut short). */
-  complete: boolean;
-  error?: string;
-  /** The test's own bound fired: the gateway left the client hanging. */
-  timedOut: boolean;
-}
-
-/** GETs `url` and reports how the response ended, within `boundMs`. */
-function fetchOutcome(url: string, boundMs: number): Promise<StreamOutcome> {
-  return new Promise((resolve) => {
-    let status = 0;
-    let bytes = 0;
-    let done = false;
-    const finish = (outcome: Omit<StreamOutcome, 'status' | 'bytes'>) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      req.destroy();
-      resolve({ status, bytes, ...outcome });
-    };
-    const req = http.get(url, { agent: false }, (res) => {
-      status = res.statusCode ?? 0;
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-      });
-      res.once('end', () => finish({ complete: res.complete, timedOut: false }));
-      res.once('error', (error) =>
-        finish({ complete: false, error: error.message, timedOut: false }),
-      );
-      res.once('close', () => finish({ complete: res.complete, timedOut: false }));
-    });
-    req.once('error', (error) =>
-      finish({ complete: false, error: error.message, timedOut: false }),
-    );
-    const timer = setTimeout(() => finish({ complete: false, timedOut: true }), boundMs);
-  });
-}
-
 for (const framing of ['content-length', 'chunked'] as const) {
   test(`an upstream that resets mid-response (${framing}) closes the client connection`, async (t) => {
     const resetter = http.createServer((_req, res) => {
@@ -457,13 +417,13 @@ for (const framing of ['content-length', 'chunked'] as const) {
       await withHarness(
         () => ({ upstream: { url: `http://127.0.0.1:${resetterPort}`, timeout_ms: 5000 } }),
         async ({ url }) => {
-          const outcome = await fetchOutcome(`${url}/public/reset`, 15_000);
+          const outcome = await fetchStream(`${url}/public/reset`, 15_000);
           t.false(outcome.timedOut, 'the client was left hanging');
           t.is(outcome.status, 200);
           t.false(outcome.complete, 'a cut response must not look complete to the client');
           t.true(outcome.bytes < 100_000);
 
-          const next = await fetchOutcome(`${url}/public/reset`, 15_000);
+          const next = await fetchStream(`${url}/public/reset`, 15_000);
           t.false(next.timedOut, 'the gateway still answers');
         },
       );

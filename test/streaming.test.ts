@@ -5,8 +5,8 @@
  * but event-loop-sensitive ones below never share the process with a 50 MB transfer.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import http, { type IncomingMessage } from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import http from 'node:http';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import test from 'ava';
@@ -14,6 +14,8 @@ import { stringify } from 'yaml';
 import { startDevAuthorizationServer } from '../src/dev/auth-server.js';
 import { childConfig, residentBytes, spawnCli, writeTempConfig } from './_child.js';
 import {
+  fetchStream,
+  startHttpServer,
   eventually,
   INTROSPECTION_CLIENT,
   mintToken,
@@ -83,6 +85,22 @@ function generatedBody(totalBytes: number) {
     },
   });
   return { stream, digest: () => hash.digest('hex'), produced: () => produced };
+}
+
+/** An upstream that answers every request with `totalBytes` of generated body (sha via `served`). */
+async function startBodyUpstream(totalBytes: number) {
+  let served: ReturnType<typeof generatedBody> | undefined;
+  const server = await startHttpServer((req, res) => {
+    req.resume();
+    const body = generatedBody(totalBytes);
+    served = body;
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': String(totalBytes),
+    });
+    pipeline(body.stream, res).catch(() => undefined);
+  });
+  return { ...server, served: () => served };
 }
 
 /** POSTs `body` (a stream, `BIG_BODY_BYTES` long) with a bearer token; resolves the status. */
@@ -205,70 +223,6 @@ function sampleResident(pid: number) {
 }
 
 /** Starts a node:http server on 127.0.0.1:0; `close` ends it and its connections. */
-async function startServer(handler: http.RequestListener) {
-  const server = http.createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-interface StreamOutcome {
-  status: number;
-  bytes: number;
-  sha256: string;
-  /** The body ended as framed, not cut short. */
-  complete: boolean;
-  error?: string;
-  /** The test's own bound fired: the client was left hanging. */
-  timedOut: boolean;
-}
-
-/**
- * GETs `url`, hashing the body as it arrives, and reports how it ended within `boundMs`.
- * `onData` sees the response and the byte count after each chunk (to pause reading).
- */
-function fetchStream(
-  url: string,
-  boundMs: number,
-  onData?: (res: IncomingMessage, bytes: number) => void,
-): Promise<StreamOutcome> {
-  return new Promise((resolve) => {
-    const hash = createHash('sha256');
-    let status = 0;
-    let bytes = 0;
-    let done = false;
-    const finish = (outcome: Pick<StreamOutcome, 'complete' | 'timedOut' | 'error'>) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      req.destroy();
-      resolve({ status, bytes, sha256: hash.digest('hex'), ...outcome });
-    };
-    const req = http.get(url, { agent: false }, (res: IncomingMessage) => {
-      status = res.statusCode ?? 0;
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        hash.update(chunk);
-        onData?.(res, bytes);
-      });
-      res.once('end', () => finish({ complete: res.complete, timedOut: false }));
-      res.once('error', (error) =>
-        finish({ complete: false, error: error.message, timedOut: false }),
-      );
-      res.once('close', () => finish({ complete: res.complete, timedOut: false }));
-    });
-    req.once('error', (error) =>
-      finish({ complete: false, error: error.message, timedOut: false }),
-    );
-    const timer = setTimeout(() => finish({ complete: false, timedOut: true }), boundMs);
-  });
-}
 
 test.serial('a 50 MB request body streams to the upstream intact', async (t) => {
   t.timeout(120_000);
@@ -311,7 +265,7 @@ test.serial(
       clients: [...TOKEN_CLIENTS],
     });
     const held = heldUpstream(MiB);
-    const holdingUpstream = await startServer(held.handler);
+    const holdingUpstream = await startHttpServer(held.handler);
     const cfg = await writeTempConfig(
       stringify(
         childConfig({
@@ -395,17 +349,7 @@ test.serial(
   'a 50 MB response streams to the client intact, and a client that stops reading holds the upstream back',
   async (t) => {
     t.timeout(120_000);
-    let served: ReturnType<typeof generatedBody> | undefined;
-    const bigUpstream = await startServer((req, res) => {
-      req.resume();
-      const body = generatedBody(BIG_BODY_BYTES);
-      served = body;
-      res.writeHead(200, {
-        'content-type': 'application/octet-stream',
-        'content-length': String(BIG_BODY_BYTES),
-      });
-      pipeline(body.stream, res).catch(() => undefined);
-    });
+    const bigUpstream = await startBodyUpstream(BIG_BODY_BYTES);
     try {
       await withHarness(
         () => ({ upstream: { url: bigUpstream.url, timeout_ms: 30_000 } }),
@@ -416,7 +360,7 @@ test.serial(
             if (paused || bytes < MiB) return;
             paused = true;
             res.pause();
-            void settledValue(() => served?.produced() ?? 0).then((produced) => {
+            void settledValue(() => bigUpstream.served()?.produced() ?? 0).then((produced) => {
               producedWhilePaused = produced;
               res.resume();
             });
@@ -431,9 +375,9 @@ test.serial(
           t.is(outcome.error, undefined);
           t.is(outcome.status, 200);
           t.true(outcome.complete);
-          t.is(served?.produced(), BIG_BODY_BYTES);
+          t.is(bigUpstream.served()?.produced(), BIG_BODY_BYTES);
           t.is(outcome.bytes, BIG_BODY_BYTES);
-          t.is(outcome.sha256, served?.digest() ?? 'nothing served');
+          t.is(outcome.sha256, bigUpstream.served()?.digest() ?? 'nothing served');
         },
       );
     } finally {
@@ -525,7 +469,7 @@ test('a response that keeps streaming past upstream.timeout_ms is not cut', asyn
   const chunkCount = 15;
   const chunk = 'tick-tick-tick\n';
   const timers = new Set<NodeJS.Timeout>();
-  const steady = await startServer((req, res) => {
+  const steady = await startHttpServer((req, res) => {
     req.resume();
     res.writeHead(200, { 'content-type': 'text/plain' });
     let sent = 0;
@@ -568,17 +512,7 @@ test('a client that stops reading for longer than upstream.timeout_ms is not cut
   // that is not an upstream silence between body chunks (PRODUCT.md), and must not be a 504
   // or an aborted response.
   const totalBytes = 16 * MiB;
-  let served: ReturnType<typeof generatedBody> | undefined;
-  const eagerUpstream = await startServer((req, res) => {
-    req.resume();
-    const body = generatedBody(totalBytes);
-    served = body;
-    res.writeHead(200, {
-      'content-type': 'application/octet-stream',
-      'content-length': String(totalBytes),
-    });
-    pipeline(body.stream, res).catch(() => undefined);
-  });
+  const eagerUpstream = await startBodyUpstream(totalBytes);
   try {
     await withHarness(
       () => ({ upstream: { url: eagerUpstream.url, timeout_ms: 500 } }),
@@ -595,7 +529,7 @@ test('a client that stops reading for longer than upstream.timeout_ms is not cut
         t.is(outcome.error, undefined, 'the response was aborted while the client paused');
         t.true(outcome.complete);
         t.is(outcome.bytes, totalBytes);
-        t.is(outcome.sha256, served?.digest() ?? 'nothing served');
+        t.is(outcome.sha256, eagerUpstream.served()?.digest() ?? 'nothing served');
         const metrics = await request(`${adminUrl}/metrics`);
         t.notRegex(metrics.body, /tokenguard_upstream_errors_total\{kind="timeout"\} [1-9]/);
       },
@@ -609,7 +543,7 @@ test('after a client pause, a real upstream stall is still cut', async (t) => {
   // The client pauses (its own silence, ignored); later the upstream itself goes silent
   // mid-body: that silence is the upstream's and must still end the response.
   const sentBytes = 8 * MiB;
-  const stallingUpstream = await startServer((req, res) => {
+  const stallingUpstream = await startHttpServer((req, res) => {
     req.resume();
     res.writeHead(200, {
       'content-type': 'application/octet-stream',

@@ -18,9 +18,13 @@ export interface GatewayState {
   client?: ClientIdentity;
   route?: Route;
   token?: string;
+  /** The request holds one of its client's introspection admissions (fishing guard). */
+  admitted?: boolean;
   /** SHA-256 of the token: the cache key, and (shortened) the log fingerprint. */
   tokenHash?: string;
   cacheResult?: CacheResult;
+  /** The status the upstream answered a WebSocket handshake with (101 when it opened). */
+  upgradeStatus?: number;
   /** The upstream failed after the response had begun (the client saw it cut short). */
   upstreamFailure?: string;
   /** The active introspection answer the request was authorised with. */

@@ -40,6 +40,8 @@ export interface TokenCacheOptions {
 
 export interface TokenCache {
   lookup(token: string, key?: string): Promise<CacheLookup>;
+  /** A lookup of `key` now would not call `load`: cached (and fresh), or loading already. */
+  has(key: string): boolean;
   readonly size: number;
   clear(): void;
 }
@@ -91,6 +93,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
         inFlight.delete(key);
       }
     },
+    has: (key) => entries.has(key) || inFlight.has(key),
     get size() {
       return entries.size;
     },

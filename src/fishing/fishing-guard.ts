@@ -6,9 +6,19 @@
  * gets 429 and the authorization server is not asked. Successes never reset the count: an
  * attacker holding one valid token must not launder guesses with it.
  *
+ * Concurrency never multiplies guesses: a client's uncached introspections in flight count
+ * against what is left of its budget (`admit` before the call, `release` once its outcome
+ * is recorded). Checking the block before the call and counting the failure after it would
+ * let 100 parallel connections, or 40 pipelined requests, all pass the check before the
+ * first failure lands; with admission, a client makes at most `max_failures` calls per
+ * window whatever its concurrency, and never holds more introspection slots than that.
+ * Requests beyond its budget wait their turn (bounded), then 503; once the block starts,
+ * every waiter gets 429.
+ *
  * State lives in a bounded LRU, so a flood of spoofed or distinct sources costs at most
  * `max_clients` entries; blocked clients are kept apart (a small map) so eviction from the
- * LRU can never lift a block early.
+ * LRU can never lift a block early. In-flight admissions are kept apart too: each belongs
+ * to a request still running, so they are bounded by the connections the server holds.
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -22,10 +32,23 @@ export interface FishingGuardOptions {
   nowMs?: () => number;
 }
 
+/** `admit`'s verdict: go ahead (then `release`), blocked (429), or no turn in time (503). */
+export type Admission = 'admitted' | 'blocked' | 'timeout';
+
 export interface FishingGuard {
   /** Seconds left in the client's block (starting one if it is due), or 0. */
   blockedFor(clientKey: string): number;
   recordFailure(clientKey: string): void;
+  /**
+   * Reserves one uncached introspection for the client: at once while its failures in the
+   * window plus its admissions in flight stay under `max_failures`, else when an admission
+   * ends and leaves room, at most `waitMs` later. An `admitted` caller must `release` once
+   * the request's failure (if any) has been recorded.
+   */
+  admit(clientKey: string, waitMs: number): Promise<Admission>;
+  release(clientKey: string): void;
+  /** Admissions in flight for the client (0 when none). */
+  inFlight(clientKey: string): number;
   blockedClients(): number;
   trackedClients(): number;
   close(): void;
@@ -38,6 +61,8 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
   const failures = new LRUCache<string, number[]>({ max: options.maxClients });
   /** Block end per blocked client; bounded too — by the same budget. */
   const blocks = new Map<string, number>();
+  /** Admissions in flight and requests waiting for one, per client that has any. */
+  const pending = new Map<string, Pending>();
 
   const unblockExpired = (now: number): void => {
     for (const [key, until] of blocks) {
@@ -57,7 +82,24 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
     return list;
   };
 
-  return {
+  const failureCount = (key: string, now: number): number => recentFailures(key, now)?.length ?? 0;
+
+  /** Hands free budget to waiters in arrival order; all of them learn of a block. */
+  const wakeWaiters = (key: string, entry: Pending): void => {
+    while (entry.waiters.length > 0) {
+      const now = nowMs();
+      if (guard.blockedFor(key) > 0) {
+        for (const waiter of entry.waiters.splice(0)) waiter.settle('blocked');
+        break;
+      }
+      if (failureCount(key, now) + entry.inFlight >= options.maxFailures) break;
+      entry.inFlight += 1;
+      (entry.waiters.shift() as Waiter).settle('admitted');
+    }
+    if (entry.inFlight === 0 && entry.waiters.length === 0) pending.delete(key);
+  };
+
+  const guard: FishingGuard = {
     blockedFor(clientKey) {
       const now = nowMs();
       const until = blocks.get(clientKey);
@@ -95,11 +137,65 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
       if (list.length > options.maxFailures) list.shift();
       failures.set(clientKey, list);
     },
+    admit(clientKey, waitMs) {
+      if (guard.blockedFor(clientKey) > 0) return Promise.resolve('blocked');
+      let entry = pending.get(clientKey);
+      if (!entry) {
+        entry = { inFlight: 0, waiters: [] };
+        pending.set(clientKey, entry);
+      }
+      if (
+        entry.waiters.length === 0 &&
+        failureCount(clientKey, nowMs()) + entry.inFlight < options.maxFailures
+      ) {
+        entry.inFlight += 1;
+        return Promise.resolve('admitted');
+      }
+      const queue = entry;
+      return new Promise<Admission>((resolve) => {
+        const waiter: Waiter = {
+          settle(admission) {
+            clearTimeout(timer);
+            resolve(admission);
+          },
+        };
+        const timer = setTimeout(() => {
+          const at = queue.waiters.indexOf(waiter);
+          if (at !== -1) queue.waiters.splice(at, 1);
+          if (queue.inFlight === 0 && queue.waiters.length === 0) pending.delete(clientKey);
+          resolve('timeout');
+        }, waitMs);
+        queue.waiters.push(waiter);
+      });
+    },
+    release(clientKey) {
+      const entry = pending.get(clientKey);
+      if (!entry || entry.inFlight === 0) return;
+      entry.inFlight -= 1;
+      wakeWaiters(clientKey, entry);
+    },
+    inFlight: (clientKey) => pending.get(clientKey)?.inFlight ?? 0,
     blockedClients() {
       unblockExpired(nowMs());
       return blocks.size;
     },
     trackedClients: () => failures.size,
-    close: () => clearInterval(sweeper),
+    close() {
+      clearInterval(sweeper);
+      for (const entry of pending.values()) {
+        for (const waiter of entry.waiters.splice(0)) waiter.settle('timeout');
+      }
+      pending.clear();
+    },
   };
+  return guard;
+}
+
+interface Waiter {
+  settle(admission: Admission): void;
+}
+
+interface Pending {
+  inFlight: number;
+  waiters: Waiter[];
 }

@@ -3,7 +3,13 @@ import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { GatewayMiddleware } from '../state.js';
 import type { FishingGuard } from './fishing-guard.js';
 
-/** A blocked client's requests that need a token get 429; the AS is not asked. */
+/**
+ * A blocked client's requests that need a token get 429; the AS is not asked. Around the
+ * rest of the authentication stages it records the request's failed presentation, then
+ * releases the client's introspection admission (introspectToken takes it on a cache miss)
+ * — in that order, so a waiting request of the same client sees the failure before it can
+ * take the freed turn.
+ */
 export function refuseBlockedClients(
   guard: FishingGuard,
   metrics: GatewayMetrics,
@@ -18,11 +24,19 @@ export function refuseBlockedClients(
     try {
       await next();
     } catch (error) {
-      if (error instanceof GatewayError && error.fishingReason) {
-        guard.recordFailure(clientKey);
-        metrics.fishingFailures.inc({ reason: error.fishingReason });
+      if (error instanceof GatewayError) {
+        if (error.fishingReason) {
+          guard.recordFailure(clientKey);
+          metrics.fishingFailures.inc({ reason: error.fishingReason });
+        } else if (error.code === BLOCKED) {
+          metrics.fishingBlockedRequests.inc();
+        }
       }
       throw error;
+    } finally {
+      if (ctx.state.admitted) guard.release(clientKey);
     }
   };
 }
+
+const BLOCKED = blockedForFishing(1).code;

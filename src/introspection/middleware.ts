@@ -1,15 +1,32 @@
-import { invalidToken } from '../errors.js';
+import { blockedForFishing, clientGuessesInFlight, invalidToken } from '../errors.js';
 import { tokenHash } from '../cache/token-cache.js';
+import type { FishingGuard } from '../fishing/fishing-guard.js';
 import type { GatewayMiddleware } from '../state.js';
 import { checkClaims, type ClaimRules } from './check-claims.js';
 import type { IntrospectionService } from './service.js';
 
-/** Asks the cache, and through it the authorization server, whether the token is active. */
-export function introspectToken(introspection: IntrospectionService): GatewayMiddleware {
+/**
+ * Asks the cache, and through it the authorization server, whether the token is active. A
+ * lookup that would call the authorization server first takes one of the client's
+ * admissions (PRODUCT.md "Token fishing": its uncached introspections in flight count
+ * against what is left of its failure budget); refuseBlockedClients releases it.
+ */
+export function introspectToken(
+  introspection: IntrospectionService,
+  guard: FishingGuard,
+  options: { admissionWaitMs: number },
+): GatewayMiddleware {
   return async function introspectToken(ctx, next) {
     const token = ctx.state.token as string;
     const key = tokenHash(token);
     ctx.state.tokenHash = key;
+    if (!introspection.cache.has(key)) {
+      const clientKey = ctx.state.client?.key ?? 'unknown';
+      const admission = await guard.admit(clientKey, options.admissionWaitMs);
+      if (admission === 'blocked') throw blockedForFishing(guard.blockedFor(clientKey) || 1);
+      if (admission === 'timeout') throw clientGuessesInFlight();
+      ctx.state.admitted = true;
+    }
     const { entry, result } = await introspection.lookup(token, key);
     ctx.state.cacheResult = result;
     if (!entry.active) throw invalidToken('inactive', 'introspection: active is false');
@@ -18,7 +35,7 @@ export function introspectToken(introspection: IntrospectionService): GatewayMid
   };
 }
 
-/** exp / nbf / iss / aud, on every request: a cached answer never skips a check. */
+/** exp / nbf / iss / aud / binding, on every request: a cached answer never skips a check. */
 export function validateToken(rules: ClaimRules): GatewayMiddleware {
   return async function validateToken(ctx, next) {
     const grant = ctx.state.grant;

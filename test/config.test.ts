@@ -249,12 +249,28 @@ test('tokenguard explain: the matching route, what it requires, and why', async 
     '/healthz/..;/admin',
   ]);
   t.regex(refused.stdout, /refused: 400 invalid_request/);
-  const unmatched = await cli([
+  const wrongMethod = await cli([
     'explain',
     '--config',
     'config/gateway.example.yaml',
     'DELETE',
     '/healthz',
   ]);
+  t.regex(wrongMethod.stdout, /refused: 405 method_not_allowed, .*\(Allow: GET, HEAD\)/);
+  const unmatched = await cli([
+    'explain',
+    '--config',
+    'config/gateway.example.yaml',
+    'GET',
+    '/nowhere',
+  ]);
   t.regex(unmatched.stdout, /no route matches; default_action deny: 404/);
+  const override = await cli([
+    'explain',
+    '--config',
+    'config/gateway.example.yaml',
+    'POST',
+    '/healthz?_method=DELETE',
+  ]);
+  t.regex(override.stdout, /refused: 400 invalid_request, a _method query parameter/);
 });

@@ -16,7 +16,9 @@ const accepted: Array<[string, string, string?]> = [
   ['/a/%7e%5F', '/a/~_'],
   ['/caf%c3%a9', '/caf%C3%A9', '/café'], // other escapes kept, upper-case hex
   ['/a%20b', '/a%20b', '/a b'],
-  ['/a;v=1/b', '/a;v=1/b'],
+  ['/a%25zz', '/a%25zz', '/a%zz'], // a literal % that no second decode can turn into an escape
+  ['/caf%C3%A9/K', '/caf%C3%A9/K', '/café/K'],
+  ['http://api.example:8080/a', '/a'],
   ['/', '/'],
   ['http://example.com/a//b?q=1', '/a/b'], // absolute-form routes on its path
   ['http://example.com', '/'],
@@ -64,6 +66,25 @@ const refused: Array<[string, string]> = [
   ['*', 'asterisk-form'],
   ['example.com:443', 'authority-form'],
   ['ftp://example.com/a', 'other scheme'],
+  ['/a;v=1/b', '; path parameter (servlet containers cut it)'],
+  ['/admin;/users', 'empty ; path parameter'],
+  ['/admin%3Bx/users', 'encoded ;'],
+  ['/admin%3bx/users', 'encoded ; lower-case hex'],
+  ['/%252e%252e/admin', 'double-encoded ..'],
+  ['/a%252fb', 'double-encoded /'],
+  ['/a%255cb', 'double-encoded \\'],
+  ['/a%2561', 'double-encoded unreserved'],
+  ['/adm%C4%B1n', 'U+0131 dotless i (Java equalsIgnoreCase reads i)'],
+  ['/%C4%B0nfo', 'U+0130 dotted capital I'],
+  ['/%C5%BFecret', 'U+017F long s'],
+  ['/%E2%84%AAey', 'U+212A Kelvin sign'],
+  ['/stra%C3%9Fe', 'U+00DF sharp s upper-cases to SS'],
+  ['/%EF%AC%81le', 'U+FB01 ligature fi'],
+  ['/%EF%BC%A1dmin', 'U+FF21 fullwidth A (NFKC)'],
+  ['/public/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin', 'fullwidth ../ (NFKC)'],
+  ['http://user@api.example/a', 'userinfo in the authority'],
+  ['http:///a', 'empty authority'],
+  ['http://a b/x', 'space in the authority'],
 ];
 
 for (const [target, why] of refused) {
@@ -73,3 +94,16 @@ for (const [target, why] of refused) {
     t.is(error?.oauthError, 'invalid_request');
   });
 }
+
+test('an absolute-form target yields its authority: the upstream Host (RFC 9112 §3.2.2)', (t) => {
+  t.is(normaliseRequestTarget('http://api.example:8080/a?q').authority, 'api.example:8080');
+  t.is(normaliseRequestTarget('http://[::1]:8080/a').authority, '[::1]:8080');
+  t.is(normaliseRequestTarget('/a').authority, undefined);
+});
+
+test('non-ASCII that reads as ASCII nowhere else is kept', (t) => {
+  // é, ü, CJK and an emoji: neither case mapping nor NFKC turns them into ASCII.
+  for (const path of ['/caf%C3%A9', '/%C3%BCber', '/%E6%97%A5%E6%9C%AC', '/%F0%9F%98%80']) {
+    t.is(normaliseRequestTarget(path).path, path);
+  }
+});

@@ -562,10 +562,36 @@ const rows: Row[] = [
     expect: { status: 404, error: 'not_found', upstream: 'not reached' },
   },
   {
-    title: 'a method no route lists is unmatched: PATCH /api/orders/1 → 404',
+    title: 'a method no route lists on a path routes match: PATCH /api/orders/1 → 405 with Allow',
     arrange: ({ as }) => ({ token: as.issue({ scope: 'orders:read orders:write' }) }),
     act: (h, { token = '' }) =>
       send(h, '/api/orders/1', { method: 'PATCH', headers: bearer(token) }),
+    expect: {
+      status: 405,
+      error: 'method_not_allowed',
+      upstream: 'not reached',
+      as: 'not asked',
+    },
+    also: (t, _h, reply) => void t.is(reply.headers.allow, 'GET, HEAD, POST, PUT, DELETE'),
+  },
+  {
+    title: 'default_action authenticate never takes a method the matching routes do not list: 405',
+    config: () => ({ default_action: 'authenticate' }),
+    arrange: ({ as }) => ({ token: as.issue({ scope: 'orders:read orders:write' }) }),
+    act: (h, { token = '' }) =>
+      send(h, '/api/orders/1', { method: 'PATCH', headers: bearer(token) }),
+    expect: {
+      status: 405,
+      error: 'method_not_allowed',
+      upstream: 'not reached',
+      as: 'not asked',
+    },
+    also: (t, _h, reply) => void t.is(reply.headers.allow, 'GET, HEAD, POST, PUT, DELETE'),
+  },
+  {
+    title: 'a method on a path no route matches is unmatched: PATCH /nowhere → 404',
+    arrange: ({ as }) => ({ token: as.issue({ scope: 'orders:read orders:write' }) }),
+    act: (h, { token = '' }) => send(h, '/nowhere', { method: 'PATCH', headers: bearer(token) }),
     expect: { status: 404, error: 'not_found', upstream: 'not reached' },
   },
   {

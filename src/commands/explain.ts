@@ -2,7 +2,8 @@
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { normaliseRequestTarget } from '../policy/normalize-path.js';
-import { createRouteTable, type Route } from '../policy/route-table.js';
+import { hasMethodOverrideParameter } from '../policy/method-override.js';
+import { createRouteTable, isMethodMismatch, type Route } from '../policy/route-table.js';
 
 const describeRoute = (route: Route): string => {
   const methods = route.methods ? [...route.methods].join(' ') : 'any method';
@@ -26,6 +27,10 @@ export function explainRequest(config: Config, method: string, target: string): 
   let matchPath: string;
   try {
     const normalised = normaliseRequestTarget(target);
+    if (hasMethodOverrideParameter(normalised.search)) {
+      lines.push('refused: 400 invalid_request, a _method query parameter (method override)');
+      return lines.join('\n');
+    }
     matchPath = normalised.matchPath;
     lines.push(
       `normalised path: ${normalised.path}${normalised.path === target.split('?')[0] ? '' : ' (the upstream receives this)'}`,
@@ -48,6 +53,12 @@ export function explainRequest(config: Config, method: string, target: string): 
           ? 'matches'
           : 'path does not match';
     lines.push(`  skipped ${describeRoute(route)}: ${reason}`);
+  }
+  if (isMethodMismatch(matched)) {
+    lines.push(
+      `refused: 405 method_not_allowed, routes match the path but not ${verb} (Allow: ${matched.allow}); default_action never applies then`,
+    );
+    return lines.join('\n');
   }
   if (!matched) {
     lines.push(`no route matches; default_action deny: 404, the upstream is not reached`);

@@ -1,43 +1,84 @@
 /** Policy stages: request sanity and normalisation, route matching, scope enforcement. */
+import type { IncomingMessage } from 'node:http';
 import { countRawHeader } from '../token/extract-bearer-token.js';
-import { badRequest, insufficientScope, methodNotAllowed, routeNotFound } from '../errors.js';
+import {
+  badRequest,
+  insufficientScope,
+  methodNotAllowed,
+  routeMethodNotAllowed,
+  routeNotFound,
+} from '../errors.js';
 import type { GatewayMiddleware } from '../state.js';
-import { normaliseRequestTarget } from './normalize-path.js';
-import type { RouteTable } from './route-table.js';
+import { hasMethodOverrideParameter } from './method-override.js';
+import { AUTHORITY, normaliseRequestTarget } from './normalize-path.js';
+import { isMethodMismatch, type RouteTable } from './route-table.js';
 
 const WEBSOCKET = /^websocket$/i;
 
 /**
  * TRACE (reflects credentials, XST) and CONNECT (a tunnel around every rule) are never
- * forwarded; two Host fields or a non-WebSocket upgrade (h2c would switch protocols under
- * the gateway's feet) are refused; then the target is normalised once, and `req.url`
- * becomes exactly the path that routes are matched on and the upstream receives.
+ * forwarded. The request must name one host (RFC 9112 §3.2: exactly one `Host` in HTTP/1.1,
+ * syntactically a host[:port]) — Node's parser checks that for plain requests but not for
+ * upgrades, so it is checked here for both. The only upgrade is a bodiless HTTP/1.1
+ * WebSocket GET: h2c would switch protocols under the gateway's feet, and a declared body
+ * on an upgrade is how a request is smuggled into the upstream connection (the upstream
+ * answers without 101 and then reads the next request as that body). Then the target is
+ * normalised once, and `req.url` becomes exactly the path that routes are matched on and
+ * the upstream receives.
  */
 export function refuseUnsafeRequests(): GatewayMiddleware {
   return async function refuseUnsafeRequests(ctx, next) {
     const { req } = ctx;
     const method = req.method ?? '';
     if (method === 'TRACE' || method === 'CONNECT') throw methodNotAllowed(method);
-    if (countRawHeader(req.rawHeaders, 'host') > 1) {
-      throw badRequest('TOKENGUARD_DUPLICATE_HOST', 'more than one Host header');
+    const host = req.headers.host;
+    if (host === undefined) {
+      if (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) {
+        throw badRequest('TOKENGUARD_MISSING_HOST', 'an HTTP/1.1 request needs a Host header');
+      }
+    } else {
+      if (countRawHeader(req.rawHeaders, 'host') > 1) {
+        throw badRequest('TOKENGUARD_DUPLICATE_HOST', 'more than one Host header');
+      }
+      if (!AUTHORITY.test(host)) throw badRequest('TOKENGUARD_BAD_HOST', 'malformed Host header');
     }
-    if (ctx.state.upgrade && !(method === 'GET' && WEBSOCKET.test(req.headers.upgrade ?? ''))) {
-      throw badRequest('TOKENGUARD_UPGRADE_REFUSED', 'only WebSocket upgrades are supported');
-    }
+    if (ctx.state.upgrade) refuseUnsafeUpgrade(req);
     const target = normaliseRequestTarget(req.url ?? '');
+    if (target.search !== '' && hasMethodOverrideParameter(target.search)) {
+      throw badRequest(
+        'TOKENGUARD_METHOD_OVERRIDE',
+        'method override parameters are not accepted',
+        '_method query parameter',
+      );
+    }
     ctx.state.target = target;
     req.url = target.path + target.search;
     await next();
   };
 }
 
+function refuseUnsafeUpgrade(req: IncomingMessage): void {
+  if (req.method !== 'GET' || !WEBSOCKET.test(req.headers.upgrade ?? '')) {
+    throw badRequest('TOKENGUARD_UPGRADE_REFUSED', 'only WebSocket upgrades are supported');
+  }
+  if (req.httpVersion !== '1.1') {
+    throw badRequest('TOKENGUARD_UPGRADE_REFUSED', 'a WebSocket upgrade needs HTTP/1.1');
+  }
+  const length = req.headers['content-length'];
+  if (
+    req.headers['transfer-encoding'] !== undefined ||
+    (length !== undefined && Number(length) !== 0)
+  ) {
+    throw badRequest('TOKENGUARD_UPGRADE_WITH_BODY', 'an upgrade request cannot have a body');
+  }
+}
+
 export function matchRoute(table: RouteTable): GatewayMiddleware {
   return async function matchRoute(ctx, next) {
-    const route = table.match(
-      ctx.req.method ?? '',
-      (ctx.state.target as { matchPath: string }).matchPath,
-    );
+    const method = ctx.req.method ?? '';
+    const route = table.match(method, (ctx.state.target as { matchPath: string }).matchPath);
     if (!route) throw routeNotFound();
+    if (isMethodMismatch(route)) throw routeMethodNotAllowed(method, route.allow);
     ctx.state.route = route;
     await next();
   };

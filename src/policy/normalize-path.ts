@@ -6,7 +6,15 @@
  *
  * Order (PRODUCT.md "Routing"): percent-encoded unreserved characters are decoded
  * (RFC 3986 §6.2.2.2), `//` is merged, dot-segments are removed (RFC 3986 §5.2.4).
- * Anything another server could read differently is refused rather than guessed at.
+ * Anything another server could read differently is refused rather than guessed at:
+ * - `;` anywhere in the path, raw or encoded: servlet containers (Tomcat, Jetty) cut
+ *   `;parameters` before mapping, so `/admin;x=1/users` is `/admin/users` to them;
+ * - `%25` followed by two hex digits: an upstream that decodes once more reads `%252e%252e`
+ *   as `..` and `%252f` as `/`;
+ * - a non-ASCII character that case mapping or Unicode compatibility normalisation (NFKC)
+ *   turns into ASCII: Java's `equalsIgnoreCase` reads `ı` (U+0131) as `i`, .NET's
+ *   `OrdinalIgnoreCase` `K` (U+212A) as `k`, and an NFKC-normalising framework reads the
+ *   fullwidth `．．／` as `../`.
  */
 import { badRequest, type GatewayError } from '../errors.js';
 
@@ -17,6 +25,11 @@ export interface NormalisedTarget {
   matchPath: string;
   /** `?query` as the client sent it, or ''. */
   search: string;
+  /**
+   * The authority of an absolute-form target (RFC 9112 §3.2.2): the upstream's `Host`.
+   * Undefined for origin-form targets.
+   */
+  authority?: string | undefined;
 }
 
 const refuse = (detail: string): GatewayError =>
@@ -28,6 +41,15 @@ const NEEDS_WORK = /[%\\;#]|\/\/|\/\.\.?(?:\/|$)|[^\x21-\x7e]/;
 const CONTROL_OR_SPACE = /[\x00-\x20\x7f]/;
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i;
+/**
+ * RFC 3986 §3.2.2 host (reg-name or IP-literal) and optional port. No userinfo: RFC 9110
+ * §4.2.4 forbids it in http(s) URIs, and `user@host` is read differently by different servers.
+ */
+export const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,=]+)(?::[0-9]{1,5})?$/;
+/** Anything case mapping or NFKC could turn into one of these is refused. */
+// eslint-disable-next-line no-control-regex -- ASCII is the point
+const ASCII = /[\x00-\x7f]/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
@@ -36,12 +58,14 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 export function normaliseRequestTarget(target: string): NormalisedTarget {
   let rest = target;
+  let authority: string | undefined;
   if (!rest.startsWith('/')) {
     // absolute-form (RFC 9112 §3.2.2): route on its path; anything else is not ours to serve.
-    const match = /^https?:\/\/[^/?#]*/i.exec(rest);
+    const match = ABSOLUTE_FORM.exec(rest);
     if (!match) throw refuse('request target is neither origin-form nor absolute-form');
+    authority = match[1] as string;
+    if (!AUTHORITY.test(authority)) throw refuse('absolute-form authority is not host[:port]');
     rest = rest.slice(match[0].length) || '/';
-    if (!rest.startsWith('/') && !rest.startsWith('?')) throw refuse('malformed absolute-form');
     if (rest.startsWith('?')) rest = `/${rest}`;
   }
   const queryAt = rest.indexOf('?');
@@ -50,55 +74,47 @@ export function normaliseRequestTarget(target: string): NormalisedTarget {
   if (search.includes('#')) throw refuse('fragment in request target');
   if (CONTROL_OR_SPACE.test(search)) throw refuse('control character in query');
 
-  if (!NEEDS_WORK.test(rawPath)) return { path: rawPath, matchPath: rawPath, search };
+  if (!NEEDS_WORK.test(rawPath)) return { path: rawPath, matchPath: rawPath, search, authority };
 
   if (rawPath.includes('#')) throw refuse('fragment in request target');
   if (rawPath.includes('\\')) throw refuse('backslash in path');
+  if (rawPath.includes(';')) throw refuse('; in path (servlet path parameter)');
   if (/[^\x21-\x7e]/.test(rawPath)) throw refuse('control, space or non-ASCII byte in path');
 
-  const segments = rawPath.slice(1).split('/').map(decodeSegment);
+  const segments = rawPath.slice(1).split('/');
   const output: string[] = [];
-  for (const [index, segment] of segments.entries()) {
+  for (let index = 0; index < segments.length; index += 1) {
+    const raw = segments[index] as string;
     const isLast = index === segments.length - 1;
-    if (segment.encoded === '' && !isLast) continue; // `//` merged
-    // Servlet containers cut `;parameters` (even encoded ones) before resolving dot-segments.
-    const withParameters = segment.decoded.replaceAll('%3B', ';');
-    const bare = withParameters.split(';', 1)[0];
-    if (withParameters.includes(';') && (bare === '.' || bare === '..')) {
-      throw refuse('dot-segment with a ;parameter');
-    }
-    if (segment.decoded === '.') {
+    if (raw === '' && !isLast) continue; // `//` merged
+    const segment = raw.includes('%') ? decodeUnreserved(raw) : raw;
+    if (segment === '.') {
       if (isLast) output.push('');
       continue;
     }
-    if (segment.decoded === '..') {
+    if (segment === '..') {
       if (output.length === 0) throw refuse('.. above the root');
       output.pop();
       if (isLast) output.push('');
       continue;
     }
-    output.push(segment.encoded);
+    output.push(segment);
   }
   const path = `/${output.join('/')}`;
-  return { path, matchPath: decodeForMatching(path), search };
+  return { path, matchPath: decodeForMatching(path), search, authority };
 }
 
-interface Segment {
-  /** Unreserved characters decoded, other escapes kept with upper-case hex. */
-  encoded: string;
-  /** Fully decoded (only used to recognise `.`/`..`). */
-  decoded: string;
-}
-
-function decodeSegment(raw: string): Segment {
-  if (!raw.includes('%')) return { encoded: raw, decoded: raw };
+/**
+ * Decodes the escapes of unreserved characters and upper-cases the hex of the others;
+ * refuses the escapes no server may read differently: `/`, `\`, `;`, controls, and `%25`
+ * followed by what would be an escape after a second decode.
+ */
+function decodeUnreserved(raw: string): string {
   let encoded = '';
-  let decoded = '';
   for (let index = 0; index < raw.length; index += 1) {
     const char = raw[index] as string;
     if (char !== '%') {
       encoded += char;
-      decoded += char;
       continue;
     }
     const hex = raw.slice(index + 1, index + 3);
@@ -106,34 +122,61 @@ function decodeSegment(raw: string): Segment {
     const byte = Number.parseInt(hex, 16);
     index += 2;
     if (byte === 0x2f || byte === 0x5c) throw refuse('encoded / or \\ in path');
+    if (byte === 0x3b) throw refuse('encoded ; in path (servlet path parameter)');
     if (byte < 0x20 || byte === 0x7f) throw refuse('encoded control character in path');
-    const decodedChar = String.fromCharCode(byte);
-    if (byte < 0x80 && UNRESERVED.test(decodedChar)) {
-      encoded += decodedChar;
-      decoded += decodedChar;
-    } else {
-      encoded += `%${hex.toUpperCase()}`;
-      decoded += `%${hex.toUpperCase()}`;
+    if (byte === 0x25 && HEX.test(raw.slice(index + 1, index + 3))) {
+      throw refuse('double percent-encoding (%25 followed by hex digits)');
     }
+    const decodedChar = String.fromCharCode(byte);
+    encoded += byte < 0x80 && UNRESERVED.test(decodedChar) ? decodedChar : `%${hex.toUpperCase()}`;
   }
-  return { encoded, decoded };
+  return encoded;
 }
 
-/** Decodes the remaining escapes; invalid or overlong UTF-8 is refused (fatal decoder). */
+/**
+ * Decodes the remaining escapes; invalid or overlong UTF-8 is refused (fatal decoder), and
+ * so is every non-ASCII character that another server's case folding or NFKC reads as ASCII.
+ */
 function decodeForMatching(path: string): string {
   if (!path.includes('%')) return path;
   const bytes: number[] = [];
+  let nonAscii = false;
   for (let index = 0; index < path.length; index += 1) {
     if (path[index] === '%') {
-      bytes.push(Number.parseInt(path.slice(index + 1, index + 3), 16));
+      const byte = Number.parseInt(path.slice(index + 1, index + 3), 16);
+      if (byte >= 0x80) nonAscii = true;
+      bytes.push(byte);
       index += 2;
     } else {
       bytes.push(path.charCodeAt(index));
     }
   }
+  let decoded: string;
   try {
-    return utf8.decode(Uint8Array.from(bytes));
+    decoded = utf8.decode(Uint8Array.from(bytes));
   } catch {
     throw refuse('invalid or overlong UTF-8 in path');
   }
+  if (nonAscii) {
+    for (const char of decoded) {
+      if (char.charCodeAt(0) >= 0x80 && readsAsAscii(char)) {
+        throw refuse(
+          `U+${char.codePointAt(0)?.toString(16).toUpperCase()} reads as ASCII elsewhere`,
+        );
+      }
+    }
+  }
+  return decoded;
+}
+
+/** `ı`→`I`, `ſ`→`S`, `K`→`k`, `ß`→`SS`, `ﬁ`→`FI`, fullwidth `Ａ`→`A`, `／`→`/` … */
+export function readsAsAscii(char: string): boolean {
+  const compatible = char.normalize('NFKC');
+  return (
+    ASCII.test(char.toUpperCase()) ||
+    ASCII.test(char.toLowerCase()) ||
+    ASCII.test(compatible) ||
+    ASCII.test(compatible.toUpperCase()) ||
+    ASCII.test(compatible.toLowerCase())
+  );
 }

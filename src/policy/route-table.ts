@@ -4,6 +4,12 @@
  * order, first match wins. `prefix` routes are segment-bounded (`/api/ordersx` is not under
  * `/api/orders`), matching is case-insensitive unless configured otherwise, and a route
  * listing GET matches HEAD too.
+ *
+ * A trailing `/` in a pattern changes nothing (`prefix: /admin/` is `prefix: /admin`, and
+ * `prefix: /` matches every path): upstreams serve `/admin` and `/admin/` alike, so a rule
+ * must cover both. When routes match the path but none the method, the answer is 405 with
+ * the methods they accept — never `default_action`, which would hand a PUT to a rule
+ * written for GET (PRODUCT.md "Routing").
  */
 import Router from '@koa/router';
 import type { Config, RouteConfig } from '../config/schema.js';
@@ -29,10 +35,24 @@ export const DEFAULT_ROUTE_LABEL = '__default__';
 /** The `route` label of requests refused before a route could be chosen. */
 export const UNMATCHED_ROUTE_LABEL = '__unmatched__';
 
+/** Routes match the path, none the method: 405 with `Allow`. */
+export interface MethodMismatch {
+  /** The `Allow` field value: the methods of the routes matching the path. */
+  readonly allow: string;
+}
+
+export type RouteMatch = Route | MethodMismatch | null;
+
+export const isMethodMismatch = (match: RouteMatch): match is MethodMismatch =>
+  match !== null && 'allow' in match;
+
 export interface RouteTable {
   routes: readonly Route[];
-  /** The first route matching; the default route or null when none does. */
-  match(method: string, matchPath: string): Route | null;
+  /**
+   * The first route matching method and path; else a MethodMismatch when some route
+   * matches the path; else the default route, or null when there is none.
+   */
+  match(method: string, matchPath: string): RouteMatch;
 }
 
 /** Throws the path-to-regexp error for an unusable pattern (used by config validation). */
@@ -41,8 +61,11 @@ export function compilePattern(
   kind: 'path' | 'prefix',
   caseSensitive: boolean,
 ): (path: string) => boolean {
+  // A trailing `/` means nothing (see above); `/` itself is every path under a prefix.
+  const bare = pattern.length > 1 ? pattern.replace(/\/+$/, '') : pattern;
+  if (kind === 'prefix' && (bare === '/' || bare === '')) return () => true;
   const router = new Router({ sensitive: caseSensitive });
-  const layer = router.register(pattern, [], () => undefined, {
+  const layer = router.register(bare || '/', [], () => undefined, {
     end: kind === 'path',
     sensitive: caseSensitive,
   });
@@ -97,6 +120,15 @@ export function createRouteTable(
         if (route.methods && !route.methods.has(method)) continue;
         if (route.match(matchPath)) return route;
       }
+      // Nothing took it: a second pass, off the hot path, tells 405 from default_action.
+      let allow: Set<string> | undefined;
+      for (const route of routes) {
+        if (route.methods && route.match(matchPath)) {
+          allow ??= new Set();
+          for (const allowed of route.methods) allow.add(allowed);
+        }
+      }
+      if (allow) return { allow: [...allow].join(', ') };
       return defaultRoute;
     },
   };

@@ -21,7 +21,7 @@ import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
 import { observeRequest } from './observe-request.js';
 import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
 import { createRouteTable, type RouteTable } from './policy/route-table.js';
-import { createForwarder } from './proxy/forwarder.js';
+import { closeAfterwards, createForwarder } from './proxy/forwarder.js';
 import { forwardToUpstream } from './proxy/middleware.js';
 import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
 import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
@@ -77,7 +77,9 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
     refuseBlockedClients(fishing, metrics),
     extractBearerToken(),
-    introspectToken(introspection),
+    introspectToken(introspection, fishing, {
+      admissionWaitMs: config.introspection.timeout_ms,
+    }),
     validateToken({
       issuer: config.introspection.issuer,
       audience: audience ? new Set(audience) : undefined,
@@ -145,7 +147,9 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     const res = new ServerResponse(req);
     res.assignSocket(socket as Socket);
     res.shouldKeepAlive = false;
-    res.once('finish', () => socket.end());
+    // A refusal (or an upstream failure rendered before any answer) closes the connection
+    // once written; an upgrade that went through detached the socket from `res` first.
+    res.once('finish', () => closeAfterwards(socket));
     void handle(req, res);
   };
   proxyServer.on('upgrade', handleRaw);

@@ -16,8 +16,13 @@ export type Outcome =
   | 'unavailable'
   | 'upstream_error';
 
-/** `tokenguard_fishing_failures_total{reason}`. */
-export type FishingReason = 'malformed' | 'inactive' | 'expired' | 'audience' | 'issuer';
+/**
+ * `tokenguard_fishing_failures_total{reason}`: PRODUCT.md's five, plus `sender_constrained`
+ * (a DPoP- or certificate-bound token presented as plain Bearer) and `rejected` (the
+ * authorization server refused to answer about the token in RFC 7662's terms).
+ */
+export type FishingReason =
+  'malformed' | 'inactive' | 'expired' | 'audience' | 'issuer' | 'sender_constrained' | 'rejected';
 
 export type OAuthError =
   | 'invalid_request'
@@ -45,6 +50,8 @@ export interface GatewayErrorOptions {
   requiredScope?: string | undefined;
   /** Force `Connection: close` on the response (e.g. an unread request body). */
   closeConnection?: boolean | undefined;
+  /** For 405: the `Allow` field (RFC 9110 §15.5.6). */
+  allow?: string | undefined;
 }
 
 export class GatewayError extends Error {
@@ -58,6 +65,7 @@ export class GatewayError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly requiredScope: string | undefined;
   readonly closeConnection: boolean;
+  readonly allow: string | undefined;
 
   constructor(options: GatewayErrorOptions) {
     super(options.description);
@@ -72,6 +80,7 @@ export class GatewayError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.requiredScope = options.requiredScope;
     this.closeConnection = options.closeConnection ?? false;
+    this.allow = options.allow;
   }
 }
 
@@ -169,6 +178,50 @@ export const methodNotAllowed = (method: string): GatewayError =>
     description: `${method} is never forwarded`,
     outcome: 'bad_request',
     closeConnection: true,
+  });
+
+/** Routes match the path but none the method: never `default_action` (PRODUCT.md "Routing"). */
+export const routeMethodNotAllowed = (method: string, allow: string): GatewayError =>
+  new GatewayError({
+    status: 405,
+    oauthError: 'method_not_allowed',
+    code: 'TOKENGUARD_METHOD_NOT_ALLOWED',
+    description: `${method} is not allowed on this path`,
+    outcome: 'bad_request',
+    allow,
+  });
+
+/**
+ * A client's uncached introspections in flight already use what is left of its failure
+ * budget, and its turn did not come within `introspection.timeout_ms` (PRODUCT.md "Token
+ * fishing": concurrency never multiplies guesses).
+ */
+export const clientGuessesInFlight = (): GatewayError =>
+  new GatewayError({
+    status: 503,
+    oauthError: 'temporarily_unavailable',
+    code: 'TOKENGUARD_CLIENT_INFLIGHT',
+    description: 'the token could not be checked; try again later',
+    outcome: 'unavailable',
+    detail: "the client's uncached introspections in flight use up its failure budget",
+    retryAfterSeconds: 1,
+  });
+
+/**
+ * The authorization server answered about this token outside RFC 7662 (an HTTP 4xx for one
+ * token while it answers others): still fail closed with 503, but count it as the client's
+ * failure, or a non-compliant server becomes an unlimited, uncounted oracle.
+ */
+export const tokenRejectedByAuthorizationServer = (detail: string): GatewayError =>
+  new GatewayError({
+    status: 503,
+    oauthError: 'temporarily_unavailable',
+    code: 'TOKENGUARD_INTROSPECTION_REJECTED_TOKEN',
+    description: 'the token could not be checked; try again later',
+    outcome: 'unavailable',
+    detail,
+    fishingReason: 'rejected',
+    retryAfterSeconds: AUTHORIZATION_SERVER_RETRY_AFTER_SECONDS,
   });
 
 export const badRequest = (code: string, description: string, detail?: string): GatewayError =>

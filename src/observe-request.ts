@@ -46,7 +46,7 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
           path: ctx.state.target?.path,
           route,
           outcome,
-          status: ctx.state.upgrade && outcome === 'forwarded' ? 101 : ctx.res.statusCode,
+          status: ctx.state.upgradeStatus ?? ctx.res.statusCode,
           latency_ms: Math.round(seconds * 100000) / 100,
           cache: ctx.state.cacheResult,
           client: ctx.state.client?.address,
@@ -101,6 +101,7 @@ export function renderError(ctx: GatewayContext, error: GatewayError): void {
   if (authenticate) ctx.set('WWW-Authenticate', authenticate);
   if (error.retryAfterSeconds !== undefined)
     ctx.set('Retry-After', String(error.retryAfterSeconds));
+  if (error.allow !== undefined) ctx.set('Allow', error.allow);
   ctx.set('Cache-Control', 'no-store');
   // A refused request's body is never read: close rather than drain an attacker's upload.
   const hasBody =

@@ -59,7 +59,16 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   tokenguard_introspection_duration_seconds: { result: ['active', 'inactive', 'error'] },
   tokenguard_cache_lookups_total: { result: ['hit', 'negative_hit', 'miss', 'coalesced'] },
   tokenguard_fishing_failures_total: {
-    reason: ['malformed', 'inactive', 'expired', 'audience', 'issuer'],
+    // The contract's five, plus the two this project added (README "Token fishing").
+    reason: [
+      'malformed',
+      'inactive',
+      'expired',
+      'audience',
+      'issuer',
+      'sender_constrained',
+      'rejected',
+    ],
   },
   tokenguard_upstream_errors_total: { kind: ['connect', 'timeout', 'reset'] },
 };

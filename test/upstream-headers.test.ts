@@ -599,6 +599,10 @@ const PATHS: Array<[string, string]> = [
   ['/public/a%20b', '/public/a%20b'],
   ['/public/x?q=%7e&r=a/../b&s=%2F&t=..%2F', '/public/x?q=%7e&r=a/../b&s=%2F&t=..%2F'],
   ['http://gateway.test/public//abs?x=1', '/public/abs?x=1'],
+  // http-proxy's urlJoin turned the first `http:/` into `http://` after routing.
+  ['/public/http:/x', '/public/http:/x'],
+  ['/public/https:/x?u=http:/y', '/public/https:/x?u=http:/y'],
+  ['/public/a/http:/b/https:/c', '/public/a/http:/b/https:/c'],
 ];
 
 for (const [sent, expected] of PATHS) {
@@ -608,6 +612,19 @@ for (const [sent, expected] of PATHS) {
     t.is(mustHaveReached(t, shared, id, response).url, expected);
   });
 }
+
+test('an absolute-form target: the upstream Host is its authority, not the Host field (RFC 9112 §3.2.2)', async (t) => {
+  const id = testId();
+  const raw = await rawRequest(
+    shared.port,
+    `GET http://api.example:8080/public/abs HTTP/1.1\r\nHost: evil.example\r\nX-Test-Id: ${id}\r\nConnection: close\r\n\r\n`,
+  );
+  t.regex(raw, /^HTTP\/1\.1 200 /);
+  const seen = mustHaveReached(t, shared, id);
+  t.is(seen.url, '/public/abs');
+  t.is(seen.headers.host, 'api.example:8080');
+  t.is(seen.headers['x-forwarded-host'], 'api.example:8080');
+});
 
 test('a protected route is forwarded on its normalised path', async (t) => {
   const token = shared.as.issue({ scope: 'orders:read' });

@@ -34,6 +34,10 @@ export type IntrospectionFault =
   | 'active-string'
   | 'active-missing'
   | 'huge'
+  /** Non-compliant servers seen in the wild: unknown tokens get HTTP 400 invalid_token… */
+  | 'unknown-token-400'
+  /** …or HTTP 200 with an OAuth error object instead of `active`; known tokens are answered. */
+  | 'unknown-token-error-200'
   | { delayMs: number };
 
 export interface DevAuthorizationServer {
@@ -241,6 +245,13 @@ export async function startDevAuthorizationServer(
     const token = ctx.state.form.token;
     if (!token) throw new OAuthError(400, 'invalid_request', 'missing token parameter');
     const answer = lookUp(token);
+    if (answer.active !== true && fault === 'unknown-token-400') {
+      throw new OAuthError(400, 'invalid_token', 'unknown token');
+    }
+    if (answer.active !== true && fault === 'unknown-token-error-200') {
+      ctx.body = { error: 'invalid_token', error_description: 'unknown token' };
+      return;
+    }
     switch (fault) {
       case 'not-json':
         ctx.type = 'application/json';

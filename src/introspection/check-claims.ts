@@ -3,6 +3,11 @@
  * never skips them (the clock moves, and `aud`/`iss` rules are the gateway's, not the AS's).
  * RFC 7662 §2.2 leaves `exp`, `nbf`, `iss` and `aud` optional; when a rule is configured, a
  * missing claim fails it.
+ *
+ * A sender-constrained token — `token_type` DPoP (RFC 9449 §7) or any `cnf` confirmation
+ * claim (`jkt`, `x5t#S256`: RFC 9449 §6, RFC 8705 §3) — is bound to a key or certificate
+ * whose possession the Bearer scheme never proves. Accepted as Bearer, the binding would
+ * mean nothing to whoever stole the token, so it is refused here.
  */
 import type { FishingReason } from '../errors.js';
 import type { Claims } from './client.js';
@@ -32,6 +37,12 @@ export function checkClaims(
   if (nbf !== undefined && nowSeconds + rules.clockSkewSeconds < nbf) {
     return { reason: 'expired', detail: 'token not valid yet (nbf)' };
   }
+  if (isSenderConstrained(claims)) {
+    return {
+      reason: 'sender_constrained',
+      detail: 'token is sender-constrained (token_type DPoP or cnf) but presented as Bearer',
+    };
+  }
   if (rules.issuer !== undefined && claims.iss !== rules.issuer) {
     return { reason: 'issuer', detail: 'iss does not match introspection.issuer' };
   }
@@ -43,6 +54,14 @@ export function checkClaims(
     }
   }
   return null;
+}
+
+export function isSenderConstrained(claims: Claims): boolean {
+  const tokenType = claims.token_type;
+  return (
+    (claims.cnf !== undefined && claims.cnf !== null) ||
+    (typeof tokenType === 'string' && tokenType.toLowerCase() === 'dpop')
+  );
 }
 
 /** RFC 7662 §2.2 `scope`: space-separated, compared as exact, case-sensitive words. */

@@ -7,7 +7,11 @@
 import { createPrivateKey, constants, randomUUID, sign, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
-import { authorizationServerUnavailable, type GatewayError } from '../errors.js';
+import {
+  authorizationServerUnavailable,
+  tokenRejectedByAuthorizationServer,
+  type GatewayError,
+} from '../errors.js';
 import type { IntrospectionConfig } from '../config/schema.js';
 
 /** An introspection answer bigger than this is garbage. */
@@ -94,10 +98,32 @@ export function createIntrospectionClient(
 
 type ResponseData = Awaited<ReturnType<Pool['request']>>;
 
+/**
+ * 4xx statuses that describe the gateway's own request whatever the token — its client
+ * authentication (RFC 7662 §2.1: 401), its permission, method, media types, timing, rate —
+ * and so are the same for every token. Any other 4xx is an answer about this token.
+ */
+const NOT_ABOUT_THE_TOKEN = new Set([401, 403, 405, 406, 407, 408, 411, 415, 421, 426, 429]);
+
+/**
+ * An answer the server gives about one token but not in RFC 7662's terms — an HTTP 400 for
+ * an unknown token, or a 200 carrying an OAuth `error` instead of `active` — still fails
+ * closed (503), but counts as the client's failed presentation: otherwise a non-compliant
+ * authorization server turns every guess into an uncounted 503 while a real token gets 200.
+ */
+export function isAnswerAboutTheToken(statusCode: number): boolean {
+  return statusCode >= 400 && statusCode < 500 && !NOT_ABOUT_THE_TOKEN.has(statusCode);
+}
+
 async function readIntrospectionResponse(response: ResponseData): Promise<IntrospectionAnswer> {
   const { statusCode, headers, body } = response;
   if (statusCode !== 200) {
     body.resume();
+    if (isAnswerAboutTheToken(statusCode)) {
+      throw tokenRejectedByAuthorizationServer(
+        `introspection answered HTTP ${statusCode} for this token`,
+      );
+    }
     throw fault('TOKENGUARD_INTROSPECTION_STATUS', `introspection answered HTTP ${statusCode}`);
   }
   const contentType = String(headers['content-type'] ?? '');
@@ -151,6 +177,11 @@ export function parseIntrospectionAnswer(parsed: unknown): IntrospectionAnswer {
   }
   const claims = parsed as Record<string, unknown>;
   if (claims.active === false) return { active: false };
+  if (claims.active === undefined && typeof claims.error === 'string') {
+    throw tokenRejectedByAuthorizationServer(
+      'introspection answered an OAuth error object instead of "active"',
+    );
+  }
   if (claims.active !== true) {
     throw fault(
       'TOKENGUARD_INTROSPECTION_MALFORMED',

@@ -51,6 +51,8 @@ export const FISHING_REASONS: readonly FishingReason[] = [
   'expired',
   'audience',
   'issuer',
+  'sender_constrained',
+  'rejected',
 ];
 export const CACHE_RESULTS: readonly CacheResult[] = ['hit', 'negative_hit', 'miss', 'coalesced'];
 export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = [

@@ -3,22 +3,34 @@
  * known defects neutralised here, each covered by a test:
  * - its `deleteLength` pass turns a chunked DELETE/OPTIONS into `content-length: 0` yet still
  *   pipes the body — request smuggling to the upstream — so the pass is removed;
- * - it rewrites `\` to `/` and collapses `//` after routing (url.parse + urlJoin): with
- *   `toProxy` and no prepended path it forwards `req.url` untouched, and `req.url` is the
- *   already-normalised path the route was matched on;
+ * - it rewrites the path after routing (url.parse + urlJoin: `\` to `/`, `//` collapsed, and
+ *   `/public/http:/x` made `/public/http://x`): with `toProxy` and no prepended path it
+ *   skips url.parse, and the agent below sets the upstream request's path back to `req.url`
+ *   — the already-normalised path the route was matched on — byte for byte, whatever
+ *   http-proxy computed;
  * - hop-by-hop fields (and a `Trailer` field, which crashes it) are removed on both sides;
  * - its `proxyReq` event is skipped for requests with `Expect:`, so nothing relies on it for
  *   correctness (headers are rewritten before `web()`; `Expect` is always stripped);
  * - without an error callback a refused connection crashes the process: every call has one;
- * - a client that goes away mid-response leaves the upstream request running: it is destroyed.
+ * - a client that goes away mid-response leaves the upstream request running: it is destroyed;
+ * - its WebSocket pass is not used at all. It sends the handshake on the shared keep-alive
+ *   pool, so a handshake the upstream answers without `101` returns its connection to the
+ *   pool (with a declared body never sent, the next request is read as that body: request
+ *   smuggling); it has no handshake timeout, copies response headers raw, and half-closes
+ *   the client. `ws` below makes the handshake on a connection of its own, bounded by
+ *   `upstream.timeout_ms`, and closes both connections unless the answer is `101`.
  */
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { upstreamTimeout, upstreamUnreachable, type GatewayError } from '../errors.js';
 import type { GatewayMetrics, UpstreamErrorKind } from '../metrics/metrics.js';
 import { rewriteResponseHeaders } from './upstream-headers.js';
+
+/** What a WebSocket handshake came to, for the access log: the status the client got. */
+export type UpgradeStatus = number;
 
 export interface Forwarder {
   /**
@@ -28,8 +40,19 @@ export interface Forwarder {
    * any response header was sent, so the caller can render it.
    */
   web(req: IncomingMessage, res: ServerResponse): Promise<UpstreamErrorKind | null>;
-  /** Proxies an authorised WebSocket upgrade; the socket is the client's. */
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /**
+   * Proxies an authorised WebSocket handshake on a connection of its own. Resolves with the
+   * upstream's status once it answered (101: the tunnel is open; anything else was relayed
+   * and both connections are closing); rejects with a GatewayError (502/504) when the
+   * upstream failed before answering — nothing was written to the client then, so the
+   * caller renders it on `res`, which owns the client socket until the answer arrives.
+   */
+  ws(
+    req: IncomingMessage,
+    res: ServerResponse,
+    socket: Duplex,
+    head: Buffer,
+  ): Promise<UpgradeStatus>;
   close(): void;
 }
 
@@ -60,9 +83,36 @@ function classify(error: NodeJS.ErrnoException): UpstreamErrorKind {
 
 type Pass = (...args: unknown[]) => unknown;
 
+type AddRequest = (this: http.Agent, req: ClientRequest, options: object) => void;
+const agentAddRequest = (http.Agent.prototype as unknown as { addRequest: AddRequest }).addRequest;
+
+/**
+ * The upstream pool. http-proxy builds the upstream request synchronously inside `web()`,
+ * and the ClientRequest constructor hands itself to the agent before its head is written:
+ * the one place to give it back the exact path. If that ever stops holding (another
+ * http-proxy version), the request is refused rather than sent with http-proxy's path.
+ */
+class ExactPathAgent extends http.Agent {
+  /** `req.url` of the request being handed to http-proxy right now. */
+  nextPath: string | undefined;
+
+  addRequest(req: ClientRequest, options: object): void {
+    const path = this.nextPath;
+    this.nextPath = undefined;
+    if (path === undefined) {
+      req.destroy(new Error('upstream request created outside forwarder.web'));
+      return;
+    }
+    req.path = path;
+    agentAddRequest.call(this, req, options);
+  }
+}
+
 export function createForwarder(options: ForwarderOptions): Forwarder {
-  const agent = new http.Agent({ keepAlive: true, scheduling: 'lifo', keepAliveMsecs: 1000 });
+  const agent = new ExactPathAgent({ keepAlive: true, scheduling: 'lifo', keepAliveMsecs: 1000 });
   const upstream = new URL(options.upstreamUrl);
+  const upstreamHost = upstream.hostname.replace(/^\[(.*)\]$/, '$1');
+  const upstreamPort = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
   const proxy = httpProxy.createProxyServer({
     // Pre-parsed, and no per-call options below: given either, http-proxy copies its options
     // and re-parses the target URL on every request.
@@ -78,7 +128,6 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     prependPath: false,
     xfwd: false,
     changeOrigin: false,
-    ws: true,
   });
   const passes = proxy as unknown as { webPasses: Pass[] };
   passes.webPasses = passes.webPasses.filter((pass) => pass.name === 'stream');
@@ -95,12 +144,6 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const proxyWeb = proxy.web.bind(proxy) as unknown as (
     req: IncomingMessage,
     res: ServerResponse,
-    callback: (error: Error) => void,
-  ) => void;
-  const proxyWs = proxy.ws.bind(proxy) as unknown as (
-    req: IncomingMessage,
-    socket: Duplex,
-    head: Buffer,
     callback: (error: Error) => void,
   ) => void;
 
@@ -172,6 +215,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           if (!res.writableFinished) upstreamRequests.get(res)?.destroy();
           settle();
         });
+        agent.nextPath = req.url;
         proxyWeb(req, res, (error: Error) => {
           if (settled && res.writableEnded) return;
           const failure = error as NodeJS.ErrnoException;
@@ -185,19 +229,84 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
           const detail = `upstream ${kind}: ${failure.code ?? failure.message}`;
           settle(kind === 'timeout' ? upstreamTimeout(detail) : upstreamUnreachable(detail));
         });
+        agent.nextPath = undefined;
       });
     },
-    ws(req, socket, head) {
-      proxyWs(req, socket, head, (error: Error) => {
-        const failure = error as NodeJS.ErrnoException;
-        recordFailure(socket, classify(failure), failure.code, true);
-        if (socket.destroyed) return;
-        // Before the upstream's 101 the client still speaks HTTP; after it, only close.
-        if ((socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
-          socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-        } else {
-          socket.destroy();
-        }
+    ws(req, res, socket, head) {
+      return new Promise((resolve, reject) => {
+        // Never pooled (agent: false): whatever the upstream does with this connection, no
+        // other request ever travels on it.
+        const handshake = http.request({
+          host: upstreamHost,
+          port: upstreamPort,
+          method: 'GET',
+          path: req.url,
+          headers: req.headers,
+          agent: false,
+        });
+        let answered = false;
+        const timer = setTimeout(() => {
+          handshake.destroy(
+            Object.assign(new Error('upstream handshake timed out'), { code: TIMEOUT_CODE }),
+          );
+        }, options.timeoutMs);
+        const clientGone = () => handshake.destroy();
+        socket.once('close', clientGone);
+        const answer = () => {
+          answered = true;
+          clearTimeout(timer);
+          socket.off('close', clientGone);
+          // From here on the gateway writes raw bytes: Koa's response gives the socket up.
+          res.detachSocket(socket as Socket);
+        };
+        handshake.once('error', (error: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          socket.off('close', clientGone);
+          if (answered || socket.destroyed) {
+            socket.destroy();
+            return;
+          }
+          const kind = classify(error);
+          recordFailure(socket, kind, error.code, true);
+          const detail = `upstream ${kind}: ${error.code ?? error.message}`;
+          reject(kind === 'timeout' ? upstreamTimeout(detail) : upstreamUnreachable(detail));
+        });
+        handshake.once('upgrade', (upstreamRes, upstreamSocket: Socket, upstreamHead: Buffer) => {
+          answer();
+          if (!WEBSOCKET.test(upstreamRes.headers.upgrade ?? '')) {
+            // A 101 to another protocol than the one authorised: nothing is tunnelled.
+            upstreamSocket.destroy();
+            socket.write(BAD_GATEWAY_HEAD);
+            closeAfterwards(socket);
+            resolve(502);
+            return;
+          }
+          socket.write(responseHead(upstreamRes, 'HTTP/1.1 101 Switching Protocols', true));
+          tunnel(socket as Socket, upstreamSocket, head, upstreamHead);
+          resolve(101);
+        });
+        handshake.once('response', (upstreamRes: IncomingMessage) => {
+          answer();
+          const status = upstreamRes.statusCode ?? 502;
+          socket.write(
+            responseHead(
+              upstreamRes,
+              `HTTP/1.1 ${status} ${upstreamRes.statusMessage ?? ''}`,
+              false,
+            ),
+          );
+          const upstreamSocket = upstreamRes.socket;
+          // The relayed answer is bounded like any response: each upstream silence.
+          upstreamSocket.setTimeout(options.timeoutMs, () => upstreamSocket.destroy());
+          socket.once('close', () => upstreamSocket.destroy());
+          upstreamRes.pipe(socket, { end: false });
+          upstreamRes.once('close', () => {
+            upstreamSocket.destroy();
+            closeAfterwards(socket);
+          });
+          resolve(status);
+        });
+        handshake.end();
       });
     },
     close() {
@@ -206,3 +315,62 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     },
   };
 }
+
+const WEBSOCKET = /^websocket$/i;
+const BAD_GATEWAY_HEAD =
+  'HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n';
+
+/** Response fields the gateway sets itself when it relays a handshake answer. */
+const HANDSHAKE_OWNED = new Set(['connection', 'upgrade', 'transfer-encoding']);
+
+/**
+ * The head of a relayed handshake answer: the upstream's fields in its order and casing,
+ * without hop-by-hop ones; `Connection: Upgrade` for a 101, else `Connection: close` — the
+ * answer's body is relayed decoded and delimited by the close.
+ */
+function responseHead(upstreamRes: IncomingMessage, statusLine: string, upgraded: boolean): string {
+  const headers = { ...upstreamRes.headers };
+  rewriteResponseHeaders(headers);
+  let head = `${statusLine}\r\n`;
+  const raw = upstreamRes.rawHeaders;
+  for (let index = 0; index < raw.length; index += 2) {
+    const name = raw[index] as string;
+    const lower = name.toLowerCase();
+    if (HANDSHAKE_OWNED.has(lower) || !(lower in headers)) continue;
+    head += `${name}: ${raw[index + 1] as string}\r\n`;
+  }
+  head += upgraded ? 'Connection: Upgrade\r\nUpgrade: websocket\r\n' : 'Connection: close\r\n';
+  return `${head}\r\n`;
+}
+
+/** Both directions of an open WebSocket; either side closing closes the other. */
+function tunnel(client: Socket, upstream: Socket, clientHead: Buffer, upstreamHead: Buffer): void {
+  for (const socket of [client, upstream]) {
+    socket.setTimeout(0);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 0);
+  }
+  upstream.on('error', () => client.destroy());
+  client.on('error', () => upstream.destroy());
+  upstream.once('close', () => client.destroy());
+  client.once('close', () => upstream.destroy());
+  if (upstreamHead.length > 0) client.write(upstreamHead);
+  if (clientHead.length > 0) upstream.write(clientHead);
+  upstream.pipe(client);
+  client.pipe(upstream);
+}
+
+/** Ends the client side once everything is written, then lets go of the socket. */
+export function closeAfterwards(socket: Duplex): void {
+  if (socket.destroyed) return;
+  socket.end();
+  // Whatever the client still sends is read and dropped until it closes its side too, or
+  // for a short while: closing on unread bytes would reset the connection and could wipe
+  // out the answer before the client reads it.
+  socket.resume();
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(linger));
+  socket.once('end', () => socket.destroy());
+}
+
+const LINGER_MS = 2000;

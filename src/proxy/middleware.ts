@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { GatewayMiddleware } from '../state.js';
 import type { Forwarder } from './forwarder.js';
 import { buildUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
@@ -22,15 +21,17 @@ export function forwardToUpstream(
       keepForwardedFor: state.client?.viaTrustedProxy ?? false,
       proto: 'http',
       websocket: state.upgrade !== undefined,
+      authority: state.target?.authority,
     });
-    ctx.respond = false;
     if (state.upgrade) {
       const { socket, head } = state.upgrade;
-      (res as ServerResponse).detachSocket(socket as never);
-      res.statusCode = 101;
-      forwarder.ws(req, socket, head);
+      // Koa keeps the socket until the upstream answers: a failure before that is rendered
+      // like any other refusal.
+      state.upgradeStatus = await forwarder.ws(req, res, socket, head);
+      ctx.respond = false;
       return next();
     }
+    ctx.respond = false;
     if (expectsContinue) res.writeContinue();
     const failure = await forwarder.web(req, res);
     if (failure) state.upstreamFailure = failure;

@@ -61,6 +61,11 @@ export interface ForwardingFacts {
   proto: 'http' | 'https';
   /** A WebSocket upgrade keeps `Connection: upgrade` and `Upgrade: websocket`. */
   websocket: boolean;
+  /**
+   * The authority of an absolute-form target: the upstream's `Host` (RFC 9112 §3.2.2 — the
+   * server ignores the client's Host field then, and so must everything behind it).
+   */
+  authority?: string | undefined;
 }
 
 /**
@@ -91,10 +96,13 @@ export function buildUpstreamHeaders(
     ? `${forwardedFor}, ${facts.peerAddress}`
     : facts.peerAddress;
   upstream['x-forwarded-proto'] = facts.proto;
-  if (headers.host !== undefined) upstream['x-forwarded-host'] = headers.host;
+  if (facts.authority !== undefined) upstream.host = facts.authority;
+  if (upstream.host !== undefined) upstream['x-forwarded-host'] = upstream.host;
   if (facts.websocket) {
     upstream.connection = 'upgrade';
-    upstream.upgrade = headers.upgrade ?? 'websocket';
+    upstream.upgrade = 'websocket';
+    // A handshake carries no body (a declared one is refused before this point).
+    delete upstream['content-length'];
   }
   for (const [name, value] of identity) upstream[name] = value;
   return upstream;

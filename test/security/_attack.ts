@@ -21,6 +21,12 @@ export interface Conversation {
   ended(timeoutMs?: number): Promise<boolean>;
   /** True once the connection is fully closed by the gateway — within `timeoutMs`. */
   closed(timeoutMs?: number): Promise<boolean>;
+  /**
+   * True once the gateway let go of the connection entirely, within `timeoutMs`: after its
+   * FIN, the client keeps probing with a byte every 250 ms, which a socket the gateway
+   * still holds swallows and a released one answers with a reset.
+   */
+  released(timeoutMs?: number): Promise<boolean>;
   destroy(): void;
 }
 
@@ -79,6 +85,15 @@ export async function converse(port: number, from = '127.0.0.1'): Promise<Conver
     until: (predicate, timeoutMs = 10_000) => waitFor(() => predicate(received), timeoutMs),
     ended: (timeoutMs = 10_000) => waitFor(() => ended, timeoutMs),
     closed: (timeoutMs = 10_000) => waitFor(() => closed, timeoutMs),
+    async released(timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      if (!(await waitFor(() => ended, timeoutMs))) return false;
+      while (!closed && Date.now() < deadline) {
+        if (socket.writable) socket.write('x');
+        await waitFor(() => closed, 250);
+      }
+      return closed;
+    },
     destroy: () => socket.destroy(),
   };
 }

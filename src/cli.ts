@@ -7,7 +7,9 @@
  */
 import { parseArgs } from 'node:util';
 import { explainRequest } from './commands/explain.js';
-import { ConfigError, loadConfigFile } from './config/load.js';
+import { ConfigError, loadConfigSource, type ConfigSource } from './config/load.js';
+import { analyseRoutes } from './policy/route-analysis.js';
+import { createRouteTable } from './policy/route-table.js';
 import { runGateway } from './main.js';
 
 const USAGE = `usage:
@@ -47,15 +49,19 @@ async function main(argv: string[]): Promise<void> {
   if (command !== 'explain' && rest.length > 0)
     fail(`tokenguard: unexpected argument "${rest[0]}"\n${USAGE}`);
 
-  let config;
+  let source: ConfigSource;
   try {
-    config = loadConfigFile(file);
+    source = loadConfigSource(file);
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   }
+  const { config } = source;
   if (command === 'check') {
-    process.stdout.write(`${file}: ok (${config.routes.length} routes)\n`);
+    const warnings = routeWarnings(file, source);
+    for (const warning of warnings) process.stderr.write(`${warning}\n`);
+    const note = warnings.length > 0 ? `, ${warnings.length} warning(s)` : '';
+    process.stdout.write(`${file}: ok (${config.routes.length} routes${note})\n`);
     return;
   }
   if (command === 'explain') {
@@ -63,6 +69,15 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   await runGateway(config);
+}
+
+/** `FILE:line:col: routes[j]: warning: ... (routes[i] is at FILE:line:col)`, one per finding. */
+function routeWarnings(file: string, source: ConfigSource): string[] {
+  return analyseRoutes(createRouteTable(source.config).routes).map((finding) => {
+    const at = source.positionOf(['routes', finding.route]);
+    const earlier = source.positionOf(['routes', finding.earlier]);
+    return `${file}:${at.line}:${at.col}: routes[${finding.route}]: warning: ${finding.message} (routes[${finding.earlier}] is at ${file}:${earlier.line}:${earlier.col})`;
+  });
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

@@ -3,6 +3,8 @@
  * announced once, loudly, at start-up — as node-oidc-provider's attention helper does.
  */
 import type { Logger } from 'pino';
+import { analyseRoutes } from '../policy/route-analysis.js';
+import { createRouteTable } from '../policy/route-table.js';
 import type { Config } from './schema.js';
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
@@ -41,4 +43,16 @@ export function insecureSettings(config: Config): string[] {
 export function warnAboutInsecureSettings(config: Config, logger: Logger): void {
   for (const warning of insecureSettings(config))
     logger.warn({ event: 'insecure_setting' }, warning);
+  const routes = createRouteTable(config).routes;
+  for (const finding of analyseRoutes(routes)) {
+    logger.warn(
+      {
+        event: 'route_warning',
+        kind: finding.kind,
+        route: finding.route,
+        earlier: finding.earlier,
+      },
+      `routes[${finding.route}] ${finding.message}`,
+    );
+  }
 }

@@ -32,8 +32,20 @@ export const formatProblem = (file: string, problem: ConfigProblem): string =>
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** A validated config and where each of its keys is written. */
+export interface ConfigSource {
+  config: Config;
+  /** Line and column of the node at `path` (or of its nearest written ancestor). */
+  positionOf(path: (string | number)[]): { line: number; col: number };
+}
+
 /** Reads and validates `file`; throws ConfigError listing every problem. */
 export function loadConfigFile(file: string, env: Env = process.env): Config {
+  return loadConfigSource(file, env).config;
+}
+
+/** As loadConfigFile, keeping the positions of the keys for later findings. */
+export function loadConfigSource(file: string, env: Env = process.env): ConfigSource {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -43,11 +55,19 @@ export function loadConfigFile(file: string, env: Env = process.env): Config {
       { line: 1, col: 1, keyPath: '<file>', message: `cannot read the config file (${reason})` },
     ]);
   }
-  return parseConfig(text, file, env);
+  return parseConfigSource(text, file, env);
 }
 
 /** Validates config text; `file` only names it in messages. */
 export function parseConfig(text: string, file: string, env: Env = process.env): Config {
+  return parseConfigSource(text, file, env).config;
+}
+
+export function parseConfigSource(
+  text: string,
+  file: string,
+  env: Env = process.env,
+): ConfigSource {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const position = (offset: number | undefined): { line: number; col: number } =>
@@ -68,7 +88,12 @@ export function parseConfig(text: string, file: string, env: Env = process.env):
   if (interpolationProblems.length > 0) throw new ConfigError(file, interpolationProblems);
 
   const result = configSchema.safeParse(doc.toJS() ?? {});
-  if (result.success) return result.data;
+  if (result.success) {
+    return {
+      config: result.data,
+      positionOf: (path) => position(nearestNode(doc, path)?.range?.[0]),
+    };
+  }
   const problems = result.error.issues.flatMap((issue) => describeIssue(doc, issue, position));
   throw new ConfigError(
     file,

@@ -1,0 +1,129 @@
+/**
+ * What `tokenguard check` (and start-up) says about the route list beyond its schema: a route
+ * that can never match, because an earlier route takes every request it would (first match
+ * wins), and an earlier route that takes some of a later route's requests while requiring
+ * less — the classic `prefix: /api` (auth: none) above `/api/orders/:id` (scopes), where
+ * the operator meant the specific rule to apply. Both are warnings here: the config is
+ * legal, and the gateway enforces exactly what it says, but not what its author expected.
+ *
+ * A narrower route placed first on purpose — the exception to a broader rule below it — is
+ * not reported. The analysis works on the compiled routes (koa-router's own matchers), probing each route
+ * with a sample of the paths the other would match: parameters become a literal segment.
+ */
+import type { Route } from './route-table.js';
+
+export interface RouteFinding {
+  /** Index of the route the finding is about. */
+  route: number;
+  /** Index of the earlier route that takes its requests. */
+  earlier: number;
+  kind: 'unreachable' | 'weaker_shadow';
+  message: string;
+}
+
+/** A segment with a parameter, wildcard or optional group: not a literal. */
+const DYNAMIC_SEGMENT = /[:*{}()]/;
+
+/** A path every instance of the pattern shares, up to its first dynamic segment. */
+function staticStem(route: Route): string {
+  const segments = route.pattern.split('/');
+  const stem: string[] = [];
+  for (const segment of segments) {
+    if (DYNAMIC_SEGMENT.test(segment)) break;
+    stem.push(segment);
+  }
+  const joined = stem.join('/').replace(/\/+$/, '');
+  return joined === '' ? '/' : joined;
+}
+
+/** One concrete path the pattern matches: parameters filled with a literal. */
+function samplePath(route: Route): string {
+  const filled = route.pattern
+    .replace(/\{([^}]*)\}/g, '$1')
+    .replace(/:[A-Za-z_$][\w$]*/g, 'x')
+    .replace(/\*[A-Za-z_$][\w$]*/g, 'x/y');
+  return filled.length > 1 ? filled.replace(/\/+$/, '') : filled;
+}
+
+const methodsOf = (route: Route): string =>
+  route.methods ? [...route.methods].filter((method) => method !== 'HEAD').join(' ') : 'any method';
+
+const describe = (route: Route): string =>
+  `routes[${route.index}] (${route.kind} ${route.pattern}, ${methodsOf(route)})`;
+
+const requirementOf = (route: Route): string =>
+  route.auth === 'none'
+    ? 'auth none'
+    : route.scopes.length === 0
+      ? 'any active token'
+      : `scopes ${route.scopes.join(' ')}`;
+
+/** `earlier` handles every method `later` does. */
+function coversMethods(earlier: Route, later: Route): boolean {
+  if (!earlier.methods) return true;
+  if (!later.methods) return false;
+  for (const method of later.methods) if (!earlier.methods.has(method)) return false;
+  return true;
+}
+
+function sharesMethods(earlier: Route, later: Route): boolean {
+  if (!earlier.methods || !later.methods) return true;
+  for (const method of later.methods) if (earlier.methods.has(method)) return true;
+  return false;
+}
+
+/** `earlier` matches every path `later` does. */
+function coversPaths(earlier: Route, later: Route): boolean {
+  if (earlier.kind === 'prefix') return earlier.match(staticStem(later));
+  if (later.kind === 'prefix') return false;
+  const parameterless = !DYNAMIC_SEGMENT.test(later.pattern);
+  if (parameterless) return earlier.match(later.pattern);
+  const shape = (pattern: string) => pattern.replace(/:[A-Za-z_$][\w$]*/g, ':').replace(/\/+$/, '');
+  return shape(earlier.pattern).toLowerCase() === shape(later.pattern).toLowerCase();
+}
+
+/** Some path matches both. */
+function sharesPaths(earlier: Route, later: Route): boolean {
+  return earlier.match(samplePath(later)) || later.match(samplePath(earlier));
+}
+
+/** `earlier` lets through what `later` would refuse. */
+function isWeaker(earlier: Route, later: Route): boolean {
+  if (later.auth === 'none') return false;
+  if (earlier.auth === 'none') return true;
+  return later.scopes.some((scope) => !earlier.scopes.includes(scope));
+}
+
+export function analyseRoutes(routes: readonly Route[]): RouteFinding[] {
+  const findings: RouteFinding[] = [];
+  for (const later of routes) {
+    for (const earlier of routes) {
+      if (earlier.index >= later.index) break;
+      if (coversMethods(earlier, later) && coversPaths(earlier, later)) {
+        findings.push({
+          route: later.index,
+          earlier: earlier.index,
+          kind: 'unreachable',
+          message: `can never match: ${describe(earlier)} comes first and takes every request ${describe(later)} would (first match wins)`,
+        });
+        break;
+      }
+      // A narrower route first is the deliberate exception (`GET /api/orders/:id` with a read
+      // scope above `prefix: /api/orders` with a write scope); a broader one is the mistake.
+      if (
+        sharesMethods(earlier, later) &&
+        sharesPaths(earlier, later) &&
+        !coversPaths(later, earlier) &&
+        isWeaker(earlier, later)
+      ) {
+        findings.push({
+          route: later.index,
+          earlier: earlier.index,
+          kind: 'weaker_shadow',
+          message: `${describe(earlier)} comes first and takes some requests ${describe(later)} would match, requiring ${requirementOf(earlier)} instead of ${requirementOf(later)}; put the more specific route first`,
+        });
+      }
+    }
+  }
+  return findings;
+}

@@ -1,0 +1,152 @@
+/**
+ * `tokenguard check` warnings about the route list (issue 7): a route that can never match
+ * because an earlier one takes all its requests, and an earlier, broader route that takes
+ * some of a later route's requests while requiring less — with both routes' positions.
+ */
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { analyseRoutes } from '../src/policy/route-analysis.js';
+import { createRouteTable } from '../src/policy/route-table.js';
+import type { RouteConfig } from '../src/config/schema.js';
+import { spawnCli } from './_child.js';
+
+type RouteSpec = Partial<RouteConfig>;
+
+const findings = (routes: RouteSpec[], caseSensitive = false) =>
+  analyseRoutes(
+    createRouteTable({
+      routes: routes.map((route) => ({ auth: 'required', scopes: [], ...route })) as RouteConfig[],
+      routes_case_sensitive: caseSensitive,
+      default_action: 'deny',
+    }).routes,
+  ).map((finding) => `${finding.kind} ${finding.route}<${finding.earlier}`);
+
+const ROWS: Array<[string, RouteSpec[], string[]]> = [
+  [
+    'a public prefix above a protected path under it: unreachable',
+    [
+      { prefix: '/api', auth: 'none' },
+      { path: '/api/orders/:id', scopes: ['orders:read'] },
+    ],
+    ['unreachable 1<0'],
+  ],
+  [
+    'a public GET prefix above a protected prefix for every method: weaker shadow',
+    [
+      { prefix: '/api', auth: 'none', methods: ['GET'] },
+      { prefix: '/api/orders', scopes: ['orders:write'] },
+    ],
+    ['weaker_shadow 1<0'],
+  ],
+  [
+    'a trailing-slash prefix covers the path without it',
+    [
+      { prefix: '/admin/', scopes: ['admin'] },
+      { path: '/admin', scopes: ['root'] },
+    ],
+    ['unreachable 1<0'],
+  ],
+  [
+    'prefix: / takes everything after it',
+    [{ prefix: '/', auth: 'none' }, { path: '/healthz' }],
+    ['unreachable 1<0'],
+  ],
+  [
+    'the same pattern with another parameter name',
+    [{ path: '/reports/:id' }, { path: '/reports/:rid', scopes: ['r'] }],
+    ['unreachable 1<0'],
+  ],
+  [
+    'a parameter route above a literal it matches',
+    [{ path: '/users/:id', scopes: ['u'] }, { path: '/users/me' }],
+    ['unreachable 1<0'],
+  ],
+  [
+    'case-insensitive matching makes /API cover /api',
+    [{ prefix: '/API', auth: 'none' }, { path: '/api/x' }],
+    ['unreachable 1<0'],
+  ],
+  [
+    'case-sensitive: /API does not cover /api',
+    [{ prefix: '/API', auth: 'none' }, { path: '/api/x' }],
+    [],
+  ],
+  [
+    'a narrower route first is the deliberate exception: nothing to say',
+    [
+      { path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
+      { prefix: '/api/orders', scopes: ['orders:write'] },
+    ],
+    [],
+  ],
+  [
+    'disjoint methods: nothing to say',
+    [
+      { path: '/api/orders/:id', methods: ['GET'], scopes: ['orders:read'] },
+      { prefix: '/api/orders', methods: ['POST', 'PUT', 'DELETE'], scopes: ['orders:write'] },
+    ],
+    [],
+  ],
+  [
+    'a stronger broad rule first is not weaker',
+    [
+      { prefix: '/api', methods: ['GET'], scopes: ['admin'] },
+      { prefix: '/api/orders', scopes: ['admin'] },
+    ],
+    [],
+  ],
+  [
+    'segment-bounded: /api does not cover /apix',
+    [{ prefix: '/api', auth: 'none' }, { path: '/apix' }],
+    [],
+  ],
+  [
+    'methods: a GET-only earlier route does not make an all-method route unreachable',
+    [
+      { prefix: '/x', methods: ['GET'], scopes: ['a'] },
+      { prefix: '/x', scopes: ['a'] },
+    ],
+    [],
+  ],
+];
+
+for (const [title, routes, expected] of ROWS) {
+  test(title, (t) => {
+    const caseSensitive = title.startsWith('case-sensitive');
+    t.deepEqual(findings(routes, caseSensitive), expected);
+  });
+}
+
+test('tokenguard check prints each warning with both routes positions and exits 0', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'tokenguard-check-'));
+  try {
+    const file = path.join(dir, 'shadow.yaml');
+    await writeFile(
+      file,
+      [
+        'introspection:',
+        '  endpoint: http://127.0.0.1:9000/introspect',
+        '  client_id: a',
+        '  client_secret: b',
+        'routes:',
+        '  - prefix: /api',
+        '    auth: none',
+        '  - path: /api/orders/:id',
+        '    scopes: [orders:read]',
+        '',
+      ].join('\n'),
+    );
+    const child = spawnCli(['check', '--config', file]);
+    const exit = await child.waitForExit(20_000);
+    t.is(exit?.code, 0);
+    t.regex(child.stdout(), /ok \(2 routes, 1 warning\(s\)\)/);
+    t.is(
+      child.stderr().trim(),
+      `${file}:8:5: routes[1]: warning: can never match: routes[0] (prefix /api, any method) comes first and takes every request routes[1] (path /api/orders/:id, any method) would (first match wins) (routes[0] is at ${file}:6:5)`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -41,6 +41,7 @@ const NEEDS_WORK = /[%\\;#]|\/\/|\/\.\.?(?:\/|$)|[^\x21-\x7e]/;
 const CONTROL_OR_SPACE = /[\x00-\x20\x7f]/;
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
+const DOUBLE_ESCAPE = /%25[0-9A-Fa-f]{2}/;
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i;
 /**
  * RFC 3986 §3.2.2 host (reg-name or IP-literal) and optional port. No userinfo: RFC 9110
@@ -124,11 +125,12 @@ function decodeUnreserved(raw: string): string {
     if (byte === 0x2f || byte === 0x5c) throw refuse('encoded / or \\ in path');
     if (byte === 0x3b) throw refuse('encoded ; in path (servlet path parameter)');
     if (byte < 0x20 || byte === 0x7f) throw refuse('encoded control character in path');
-    if (byte === 0x25 && HEX.test(raw.slice(index + 1, index + 3))) {
-      throw refuse('double percent-encoding (%25 followed by hex digits)');
-    }
     const decodedChar = String.fromCharCode(byte);
     encoded += byte < 0x80 && UNRESERVED.test(decodedChar) ? decodedChar : `%${hex.toUpperCase()}`;
+  }
+  // Checked on the output: `%25%32%65` only becomes `%252e` once `%32%65` is decoded.
+  if (DOUBLE_ESCAPE.test(encoded)) {
+    throw refuse('double percent-encoding (%25 followed by hex digits)');
   }
   return encoded;
 }

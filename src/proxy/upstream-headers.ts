@@ -29,8 +29,17 @@ const HOP_BY_HOP = new Set([
 /** Method overrides let a GET be served as a DELETE after the GET rule authorised it. */
 const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 
-/** The gateway's own; a client's copy is dropped. `expect` was answered by the gateway. */
-const GATEWAY_OWNED = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'expect'];
+/**
+ * The gateway's own; a client's copy is dropped. `expect` was answered by the gateway; a
+ * `DPoP` proof is for the gateway to verify and never reaches the upstream (PRODUCT.md).
+ */
+const GATEWAY_OWNED = [
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'expect',
+  'dpop',
+];
 
 export interface UpstreamHeaderPolicy {
   /** Lower-case names, `-` spelling, of fields no client copy of may pass. */
@@ -109,6 +118,7 @@ export function buildUpstreamHeaders(
 }
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
+const END_TO_END: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding']);
 
 function connectionTokens(value: string): ReadonlySet<string> {
   // The common values name no other field.
@@ -117,16 +127,11 @@ function connectionTokens(value: string): ReadonlySet<string> {
   }
   const tokens = new Set<string>();
   for (const token of value.split(',')) {
-    const name = token.trim().toLowerCase();
-    // Never let Connection remove the fields the request itself needs end to end.
-    if (
-      name !== '' &&
-      name !== 'host' &&
-      name !== 'content-length' &&
-      name !== 'transfer-encoding'
-    ) {
-      tokens.add(name.replaceAll('_', '-'));
-    }
+    // Canonical first, then checked: `content_length` is `content-length` to every rule here.
+    const name = token.trim().toLowerCase().replaceAll('_', '-');
+    // Never let Connection remove the fields the request itself needs end to end: without
+    // its framing field the body would reach the upstream as the next request.
+    if (name !== '' && !END_TO_END.has(name)) tokens.add(name);
   }
   return tokens;
 }

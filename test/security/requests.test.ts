@@ -33,7 +33,7 @@ interface Row {
   status: number;
   error?: string;
   upstream: Upstream;
-  also?: (t: ExecutionContext, reply: RawReply) => void;
+  also?: (t: ExecutionContext, reply: RawReply, seen: RecordedRequest | undefined) => void;
 }
 
 const ROUTES = [
@@ -81,6 +81,8 @@ const rows: Row[] = [
     '/public/%255cadmin',
     '/public/%25252e%25252e/admin',
     '/public/%2561dmin',
+    '/public/%25%32%65%25%32%65/admin',
+    '/public/%25%32%66admin',
   ].map((target): Row => ({
     attack: `double encoding: ${target}`,
     why: 'class 4, CWE-174 (IIS CVE-2001-0333): an upstream that decodes once more walks up',
@@ -348,6 +350,15 @@ const rows: Row[] = [
     upstream: { target: '/api/orders/1', subject: 'alice' },
   })),
   {
+    attack: 'a DPoP proof never reaches the upstream',
+    why: 'PRODUCT.md "Sender-constrained tokens": the DPoP header is for the gateway',
+    line: 'GET /public/x',
+    headers: ['DPoP: eyJhbGciOiJFUzI1NiJ9.e30.sig'],
+    status: 200,
+    upstream: { target: '/public/x' },
+    also: (t, _reply, seen) => t.is(seen?.headers.dpop, undefined),
+  },
+  {
     attack: 'client-sent identity header on an auth: none route',
     why: 'PRODUCT.md status table: identity headers are stripped on public routes too',
     line: 'GET /public/x',
@@ -436,7 +447,36 @@ for (const row of rows) {
         );
       }
     }
-    row.also?.(t, reply);
+    row.also?.(t, reply, seen);
+  });
+}
+
+for (const [method, spelling] of [
+  ['GET', 'content_length'],
+  ['GET', 'Content_Length'],
+  ['DELETE', 'content_length'],
+  ['OPTIONS', 'transfer_encoding'],
+  ['GET', 'content-length'],
+]) {
+  // Node's client frames GET/DELETE/OPTIONS bodies only as their headers say: without the
+  // framing field, the body goes out raw and the upstream reads it as the next request.
+  test(`${method} with Connection: ${spelling} cannot strip the framing and smuggle the body`, async (t) => {
+    const harness = gateways.default;
+    const tag = randomUUID();
+    const smuggled = `GET /admin/smuggled-${tag} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const framing = spelling?.startsWith('transfer')
+      ? `Transfer-Encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`
+      : `Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`;
+    const text = `${method} /public/x HTTP/1.1\r\nHost: gateway.test\r\nX-Attack-Id: ${tag}\r\nConnection: ${spelling}\r\n${framing}`;
+    const [reply] = await exchange(harness.port, text);
+    t.is(reply?.status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const seen = seenBy(harness, tag);
+    t.is(seen?.bodyBytes, smuggled.length, 'the body reached the upstream as a body');
+    t.false(
+      harness.upstream.requests.some((request) => request.url.includes(`smuggled-${tag}`)),
+      'the body was never executed as a request',
+    );
   });
 }
 

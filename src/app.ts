@@ -18,7 +18,9 @@ import { refuseBlockedClients } from './fishing/middleware.js';
 import { introspectToken, validateToken } from './introspection/middleware.js';
 import { createIntrospectionService, type IntrospectionService } from './introspection/service.js';
 import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
-import { observeRequest } from './observe-request.js';
+import { createCachedPass } from './cached-pass.js';
+import { createAccessLog } from './log/access-log.js';
+import { createRequestRecorder, observeRequest } from './observe-request.js';
 import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
 import { createRouteTable, type RouteTable } from './policy/route-table.js';
 import { closeAfterwards, createForwarder } from './proxy/forwarder.js';
@@ -27,6 +29,11 @@ import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
 import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
 import { extractBearerToken } from './token/middleware.js';
 import { warnAboutInsecureSettings } from './config/attention.js';
+
+const kUpgrade = Symbol('tokenguard.upgrade');
+interface UpgradeCarrier {
+  [kUpgrade]?: UpgradeRequest;
+}
 
 export interface Gateway {
   readonly metrics: GatewayMetrics;
@@ -73,6 +80,16 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     stripAuthorization: config.forward.strip_authorization,
   });
   const audience = config.introspection.audience;
+  const claimRules = {
+    issuer: config.introspection.issuer,
+    audience: audience ? new Set(audience) : undefined,
+    clockSkewSeconds: config.introspection.clock_skew_seconds,
+  };
+  const identifier = createClientIdentifier({
+    trustedProxies: config.server.trusted_proxies,
+    ipv6PrefixLength: config.fishing.ipv6_prefix_length,
+  });
+  const recorder = createRequestRecorder(metrics, createAccessLog(logger, config.log.access_log));
 
   const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
     refuseBlockedClients(fishing, metrics),
@@ -80,11 +97,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     introspectToken(introspection, fishing, {
       admissionWaitMs: config.introspection.timeout_ms,
     }),
-    validateToken({
-      issuer: config.introspection.issuer,
-      audience: audience ? new Set(audience) : undefined,
-      clockSkewSeconds: config.introspection.clock_skew_seconds,
-    }),
+    validateToken(claimRules),
     enforceScopes(),
   ]);
   const authenticateUnlessPublic: GatewayMiddleware = async function authenticateUnlessPublic(
@@ -95,9 +108,8 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     return authenticate(ctx, next);
   };
 
-  const upgrades = new WeakMap<IncomingMessage, UpgradeRequest>();
   const recogniseUpgrade: GatewayMiddleware = async function recogniseUpgrade(ctx, next) {
-    const upgrade = upgrades.get(ctx.req);
+    const upgrade = (ctx.req as UpgradeCarrier)[kUpgrade];
     if (upgrade) ctx.state.upgrade = upgrade;
     await next();
   };
@@ -106,20 +118,31 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   app.silent = true;
   app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
   app.use(recogniseUpgrade);
-  app.use(observeRequest({ metrics, logger, accessLog: config.log.access_log, isDraining }));
+  app.use(observeRequest({ recorder, logger, isDraining }));
   app.use(refuseUnsafeRequests());
-  app.use(
-    identifyClient(
-      createClientIdentifier({
-        trustedProxies: config.server.trusted_proxies,
-        ipv6PrefixLength: config.fishing.ipv6_prefix_length,
-      }),
-    ),
-  );
+  app.use(identifyClient(identifier));
   app.use(matchRoute(routes));
   app.use(authenticateUnlessPublic);
   app.use(forwardToUpstream(forwarder, headerPolicy));
   const handle = app.callback();
+
+  // Requests decidable from memory (the cache-hit path) skip Koa; everything else — every
+  // refusal, cache miss, upgrade and `Expect` — goes through the pipeline above.
+  const serveFromMemory = createCachedPass({
+    routes,
+    identifier,
+    fishing,
+    introspection,
+    claimRules,
+    headerPolicy,
+    forwarder,
+    metrics,
+    recorder,
+    isDraining,
+  });
+  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (!serveFromMemory(req, res)) void handle(req, res);
+  };
 
   const proxyServer: Server = http.createServer(
     {
@@ -129,7 +152,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
       // Longer than the usual load-balancer idle timeout, so the peer closes first.
       keepAliveTimeout: 65_000,
     },
-    handle,
+    handleRequest,
   );
   // A client connection where nothing moves either way is closed: uploads and downloads of
   // any length are fine while bytes flow, but a stalled client cannot hold its connection
@@ -143,7 +166,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     upgradedSockets.add(socket);
     socket.once('close', () => upgradedSockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    upgrades.set(req, { socket, head });
+    (req as UpgradeCarrier)[kUpgrade] = { socket, head };
     const res = new ServerResponse(req);
     res.assignSocket(socket as Socket);
     res.shouldKeepAlive = false;

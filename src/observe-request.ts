@@ -3,24 +3,74 @@
  * WWW-Authenticate challenge, §3.1 error codes) with a JSON body, and records each request
  * once — one metric sample and one access-log line, with a token fingerprint, never a token.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { GatewayError, type Outcome } from './errors.js';
+import { jsonString, type AccessLog } from './log/access-log.js';
 import type { GatewayMetrics } from './metrics/metrics.js';
-import { UNMATCHED_ROUTE_LABEL } from './policy/route-table.js';
+import { UNMATCHED_ROUTE_LABEL, type Route } from './policy/route-table.js';
 import type { GatewayContext, GatewayMiddleware } from './state.js';
 
 const REALM = 'Bearer realm="tokenguard"';
 
 export interface ObserveOptions {
-  metrics: GatewayMetrics;
+  recorder: RequestRecorder;
   logger: Logger;
-  accessLog: boolean;
   isDraining: () => boolean;
 }
 
+/** One metric sample and one access line per request, for the Koa pipeline and the cached pass alike. */
+export interface RequestRecorder {
+  record(
+    req: IncomingMessage,
+    route: Route | undefined,
+    outcome: Outcome,
+    status: number,
+    startedMs: number,
+    facts: RecordFacts,
+  ): void;
+}
+
+export interface RecordFacts {
+  path: string | undefined;
+  cache: string | undefined;
+  client: string | undefined;
+  tokenHash: string | undefined;
+  failure: GatewayError | undefined;
+}
+
+export function createRequestRecorder(
+  metrics: GatewayMetrics,
+  accessLog: AccessLog,
+): RequestRecorder {
+  const unmatchedJson = jsonString(UNMATCHED_ROUTE_LABEL);
+  return {
+    record(req, route, outcome, status, startedMs, facts) {
+      const seconds = (performance.now() - startedMs) / 1000;
+      const series = metrics.requestSeries(route?.label ?? UNMATCHED_ROUTE_LABEL)[outcome];
+      series.count();
+      series.observe(seconds);
+      if (!accessLog.enabled) return;
+      accessLog.write({
+        method: req.method ?? '',
+        path: facts.path,
+        routeJson: route?.labelJson ?? unmatchedJson,
+        outcome,
+        status,
+        latencyMs: Math.round(seconds * 100000) / 100,
+        cache: facts.cache,
+        client: facts.client,
+        token: facts.tokenHash?.slice(0, 12),
+        code: facts.failure?.code,
+        detail: facts.failure?.detail,
+      });
+    },
+  };
+}
+
 export function observeRequest(options: ObserveOptions): GatewayMiddleware {
-  const { metrics, logger } = options;
+  const { recorder, logger } = options;
   return async function observeRequest(ctx, next) {
     const started = performance.now();
     let outcome: Outcome = 'forwarded';
@@ -34,29 +84,21 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
       outcome = failure.outcome;
       renderError(ctx, failure);
     }
-    const seconds = (performance.now() - started) / 1000;
-    const route = ctx.state.route?.label ?? UNMATCHED_ROUTE_LABEL;
-    metrics.requests.inc({ route, outcome });
-    metrics.requestDuration.observe({ route, outcome }, seconds);
-    if (options.accessLog) {
-      logger.info(
-        {
-          event: 'access',
-          method: ctx.req.method,
-          path: ctx.state.target?.path,
-          route,
-          outcome,
-          status: ctx.state.upgradeStatus ?? ctx.res.statusCode,
-          latency_ms: Math.round(seconds * 100000) / 100,
-          cache: ctx.state.cacheResult,
-          client: ctx.state.client?.address,
-          token: ctx.state.tokenHash?.slice(0, 12),
-          code: failure?.code,
-          detail: failure?.detail,
-        },
-        'request',
-      );
-    }
+    const { state } = ctx;
+    recorder.record(
+      ctx.req,
+      state.route,
+      outcome,
+      state.upgradeStatus ?? ctx.res.statusCode,
+      started,
+      {
+        path: state.target?.path,
+        cache: state.cacheResult,
+        client: state.client?.address,
+        tokenHash: state.tokenHash,
+        failure,
+      },
+    );
   };
 }
 
@@ -90,26 +132,43 @@ function challenge(error: GatewayError): string | undefined {
 }
 
 export function renderError(ctx: GatewayContext, error: GatewayError): void {
-  const { res, req } = ctx;
-  if (res.headersSent || !ctx.writable) {
+  ctx.respond = false;
+  writeRefusal(ctx.req, ctx.res, error, ctx.state.upgrade !== undefined);
+}
+
+/**
+ * Writes a refusal as RFC 6750 wants it (the challenge, the JSON error body) straight on the
+ * response — Koa's pipeline and the cached pass share it.
+ */
+export function writeRefusal(
+  req: IncomingMessage,
+  res: ServerResponse,
+  error: GatewayError,
+  upgrade: boolean,
+): void {
+  if (res.headersSent || res.destroyed || res.writableEnded) {
     res.destroy();
     return;
   }
-  ctx.respond = true;
-  ctx.status = error.status;
+  const headers: Record<string, string> = {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+  };
   const authenticate = challenge(error);
-  if (authenticate) ctx.set('WWW-Authenticate', authenticate);
+  if (authenticate) headers['www-authenticate'] = authenticate;
   if (error.retryAfterSeconds !== undefined)
-    ctx.set('Retry-After', String(error.retryAfterSeconds));
-  if (error.allow !== undefined) ctx.set('Allow', error.allow);
-  ctx.set('Cache-Control', 'no-store');
+    headers['retry-after'] = String(error.retryAfterSeconds);
+  if (error.allow !== undefined) headers.allow = error.allow;
   // A refused request's body is never read: close rather than drain an attacker's upload.
   const hasBody =
     req.headers['transfer-encoding'] !== undefined ||
     Number(req.headers['content-length'] ?? 0) > 0;
-  if (error.closeConnection || hasBody || ctx.state.upgrade) {
-    ctx.set('Connection', 'close');
+  if (error.closeConnection || hasBody || upgrade) {
+    headers.connection = 'close';
     res.shouldKeepAlive = false;
   }
-  ctx.body = { error: error.oauthError, error_description: error.description };
+  const body = JSON.stringify({ error: error.oauthError, error_description: error.description });
+  headers['content-length'] = String(Buffer.byteLength(body));
+  res.writeHead(error.status, headers);
+  res.end(body);
 }

@@ -42,6 +42,8 @@ export interface TokenCache {
   lookup(token: string, key?: string): Promise<CacheLookup>;
   /** A lookup of `key` now would not call `load`: cached (and fresh), or loading already. */
   has(key: string): boolean;
+  /** The fresh cached entry, synchronously, without counting a lookup; undefined if none. */
+  peek(key: string): CacheEntry | undefined;
   readonly size: number;
   clear(): void;
 }
@@ -94,6 +96,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       }
     },
     has: (key) => entries.has(key) || inFlight.has(key),
+    peek: (key) => entries.get(key),
     get size() {
       return entries.size;
     },

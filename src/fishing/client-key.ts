@@ -26,9 +26,14 @@ export interface ClientIdentifier {
   identify(req: IncomingMessage): ClientIdentity;
 }
 
+/** Only these characters can make an address: anything else is refused without ipaddr.js. */
+const ADDRESS_CHARACTERS = /^[0-9A-Fa-f:.]+$/;
+
 function parseAddress(text: string): Address | null {
   const trimmed = text.trim().replace(/^\[(.*)\]$/, '$1');
-  if (!ipaddr.isValid(trimmed)) return null;
+  // ipaddr.js validates by throwing and catching: an empty or garbage string would cost an
+  // exception on every request that carries one.
+  if (!ADDRESS_CHARACTERS.test(trimmed) || !ipaddr.isValid(trimmed)) return null;
   return ipaddr.process(trimmed); // IPv4-mapped IPv6 becomes IPv4
 }
 
@@ -65,10 +70,11 @@ export function createClientIdentifier(options: {
     /** The identity when the peer's X-Forwarded-For is not believed. */
     direct: ClientIdentity;
   }
-  // A keep-alive connection has one peer: parse it once per socket, not once per request.
-  const peers = new WeakMap<Socket, Peer>();
+  // A keep-alive connection has one peer: parse it once per socket, not once per request
+  // (kept on the socket itself, each gateway under its own symbol).
+  const kPeer = Symbol('tokenguard.peer');
   const peerOf = (socket: Socket): Peer => {
-    let peer = peers.get(socket);
+    let peer = (socket as Socket & Record<symbol, Peer | undefined>)[kPeer];
     if (peer) return peer;
     const text = socket.remoteAddress ?? '';
     const address = parseAddress(text);
@@ -89,7 +95,7 @@ export function createClientIdentifier(options: {
             viaTrustedProxy: false,
           },
     };
-    peers.set(socket, peer);
+    (socket as Socket & Record<symbol, Peer | undefined>)[kPeer] = peer;
     return peer;
   };
 

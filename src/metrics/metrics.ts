@@ -28,7 +28,16 @@ export interface GatewayMetrics {
   fishingBlockedRequests: Counter;
   fishingBlockedClients: Gauge;
   upstreamErrors: Counter<'kind'>;
+  /** Pre-bound children of requests/requestDuration for a route label (made once per label). */
+  requestSeries(route: string): RequestSeries;
+  /** Pre-bound `tokenguard_cache_lookups_total{result="hit"}`. */
+  cacheHit(): void;
 }
+
+/** The request counter and histogram children of one route, pre-bound per outcome. */
+export type RequestSeries = Readonly<
+  Record<Outcome, { count(): void; observe(seconds: number): void }>
+>;
 
 export interface MetricSources {
   cacheEntries: () => number;
@@ -67,6 +76,7 @@ export function createMetrics(sources: MetricSources): GatewayMetrics {
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
 
+  const series = new Map<string, RequestSeries>();
   const metrics: GatewayMetrics = {
     registry,
     requests: new Counter({
@@ -134,7 +144,25 @@ export function createMetrics(sources: MetricSources): GatewayMetrics {
       labelNames: ['kind'],
       registers,
     }),
+    requestSeries(route) {
+      let bound = series.get(route);
+      if (!bound) {
+        const entries = OUTCOMES.map((outcome) => {
+          const count = metrics.requests.labels(route, outcome);
+          const duration = metrics.requestDuration.labels(route, outcome);
+          return [
+            outcome,
+            { count: () => count.inc(), observe: (seconds: number) => duration.observe(seconds) },
+          ] as const;
+        });
+        bound = Object.fromEntries(entries) as unknown as RequestSeries;
+        series.set(route, bound);
+      }
+      return bound;
+    },
+    cacheHit: () => cacheHit.inc(),
   };
+  const cacheHit = metrics.cacheLookups.labels('hit');
 
   // Every label value exists from the first scrape, so rate() and alerts see zeros, not gaps.
   for (const reason of FISHING_REASONS) metrics.fishingFailures.inc({ reason }, 0);

@@ -10,8 +10,8 @@ import {
 } from '../errors.js';
 import type { GatewayMiddleware } from '../state.js';
 import { hasMethodOverrideParameter } from './method-override.js';
-import { AUTHORITY, normaliseRequestTarget } from './normalize-path.js';
-import { isMethodMismatch, type RouteTable } from './route-table.js';
+import { AUTHORITY, normaliseRequestTarget, type NormalisedTarget } from './normalize-path.js';
+import { isMethodMismatch, type Route, type RouteTable } from './route-table.js';
 
 const WEBSOCKET = /^websocket$/i;
 
@@ -28,33 +28,42 @@ const WEBSOCKET = /^websocket$/i;
  */
 export function refuseUnsafeRequests(): GatewayMiddleware {
   return async function refuseUnsafeRequests(ctx, next) {
-    const { req } = ctx;
-    const method = req.method ?? '';
-    if (method === 'TRACE' || method === 'CONNECT') throw methodNotAllowed(method);
-    const host = req.headers.host;
-    if (host === undefined) {
-      if (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) {
-        throw badRequest('TOKENGUARD_MISSING_HOST', 'an HTTP/1.1 request needs a Host header');
-      }
-    } else {
-      if (countRawHeader(req.rawHeaders, 'host') > 1) {
-        throw badRequest('TOKENGUARD_DUPLICATE_HOST', 'more than one Host header');
-      }
-      if (!AUTHORITY.test(host)) throw badRequest('TOKENGUARD_BAD_HOST', 'malformed Host header');
-    }
-    if (ctx.state.upgrade) refuseUnsafeUpgrade(req);
-    const target = normaliseRequestTarget(req.url ?? '');
-    if (target.search !== '' && hasMethodOverrideParameter(target.search)) {
-      throw badRequest(
-        'TOKENGUARD_METHOD_OVERRIDE',
-        'method override parameters are not accepted',
-        '_method query parameter',
-      );
-    }
+    const target = checkRequest(ctx.req, ctx.state.upgrade !== undefined);
     ctx.state.target = target;
-    req.url = target.path + target.search;
+    ctx.req.url = target.path + target.search;
     await next();
   };
+}
+
+/**
+ * The checks of refuseUnsafeRequests, synchronous (the cached pass runs them too).
+ * @returns the normalised target
+ * @throws GatewayError 400 or 405
+ */
+export function checkRequest(req: IncomingMessage, upgrade: boolean): NormalisedTarget {
+  const method = req.method ?? '';
+  if (method === 'TRACE' || method === 'CONNECT') throw methodNotAllowed(method);
+  const host = req.headers.host;
+  if (host === undefined) {
+    if (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) {
+      throw badRequest('TOKENGUARD_MISSING_HOST', 'an HTTP/1.1 request needs a Host header');
+    }
+  } else {
+    if (countRawHeader(req.rawHeaders, 'host') > 1) {
+      throw badRequest('TOKENGUARD_DUPLICATE_HOST', 'more than one Host header');
+    }
+    if (!AUTHORITY.test(host)) throw badRequest('TOKENGUARD_BAD_HOST', 'malformed Host header');
+  }
+  if (upgrade) refuseUnsafeUpgrade(req);
+  const target = normaliseRequestTarget(req.url ?? '');
+  if (target.search !== '' && hasMethodOverrideParameter(target.search)) {
+    throw badRequest(
+      'TOKENGUARD_METHOD_OVERRIDE',
+      'method override parameters are not accepted',
+      '_method query parameter',
+    );
+  }
+  return target;
 }
 
 function refuseUnsafeUpgrade(req: IncomingMessage): void {
@@ -89,11 +98,14 @@ export function enforceScopes(): GatewayMiddleware {
   return async function enforceScopes(ctx, next) {
     const route = ctx.state.route;
     const grant = ctx.state.grant;
-    if (route && grant) {
-      for (const scope of route.scopes) {
-        if (!grant.scopes.has(scope)) throw insufficientScope(route.scopeString);
-      }
+    if (route && grant && !hasScopes(route, grant.scopes)) {
+      throw insufficientScope(route.scopeString);
     }
     await next();
   };
+}
+
+export function hasScopes(route: Route, granted: ReadonlySet<string>): boolean {
+  for (const scope of route.scopes) if (!granted.has(scope)) return false;
+  return true;
 }

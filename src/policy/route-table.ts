@@ -19,6 +19,8 @@ export interface Route {
   index: number;
   /** The `route` metric label: the configured name, else the pattern. */
   label: string;
+  /** `label` as a JSON string literal, for the preformatted access line. */
+  labelJson: string;
   pattern: string;
   kind: 'path' | 'prefix';
   /** null: every method. */
@@ -83,6 +85,7 @@ export function compileRoute(route: RouteConfig, index: number, caseSensitive: b
   return {
     index,
     label: route.name ?? pattern,
+    labelJson: JSON.stringify(route.name ?? pattern),
     pattern,
     kind,
     methods,
@@ -104,6 +107,7 @@ export function createRouteTable(
       ? {
           index: -1,
           label: DEFAULT_ROUTE_LABEL,
+          labelJson: JSON.stringify(DEFAULT_ROUTE_LABEL),
           pattern: '*',
           kind: 'prefix',
           methods: null,

@@ -1,5 +1,5 @@
 import type { GatewayMiddleware } from '../state.js';
-import type { Forwarder } from './forwarder.js';
+import type { Exchange, Forwarder } from './forwarder.js';
 import { buildUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
 
 const CONTINUE = /^100-continue$/i;
@@ -33,8 +33,12 @@ export function forwardToUpstream(
     }
     ctx.respond = false;
     if (expectsContinue) res.writeContinue();
-    const failure = await forwarder.web(req, res);
-    if (failure) state.upstreamFailure = failure;
+    const exchange = await new Promise<Exchange>((resolve) =>
+      forwarder.web(req, res, resolve, undefined),
+    );
+    // Failed before any response header: rendered like any refusal.
+    if (exchange.error) throw exchange.error;
+    if (exchange.failure) state.upstreamFailure = exchange.failure;
     return next();
   };
 }

@@ -19,6 +19,7 @@ import { introspectToken, validateToken } from './introspection/middleware.js';
 import { createIntrospectionService, type IntrospectionService } from './introspection/service.js';
 import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
 import { createCachedPass } from './cached-pass.js';
+import { createConnections, limitConnections } from './connections.js';
 import { createAccessLog } from './log/access-log.js';
 import { createRequestRecorder, observeRequest } from './observe-request.js';
 import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
@@ -78,6 +79,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   const headerPolicy = createUpstreamHeaderPolicy({
     identityHeaders: Object.keys(config.forward.identity_headers),
     stripAuthorization: config.forward.strip_authorization,
+    keepFromTrustedProxies: config.forward.keep_from_trusted_proxies,
   });
   const audience = config.introspection.audience;
   const claimRules = {
@@ -139,27 +141,37 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     metrics,
     recorder,
     isDraining,
+    onDone: (req, res) => connections.done(req, res),
   });
-  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (!serveFromMemory(req, res)) void handle(req, res);
-  };
+  // One request at a time per connection (pipelining), each to the cached pass or Koa.
+  const connections = createConnections((req, res) => {
+    if (serveFromMemory(req, res)) return;
+    void handle(req, res).then(() => connections.done(req, res));
+  });
 
   const proxyServer: Server = http.createServer(
     {
       // Bodies stream for as long as they flow; silences are bounded by upstream.timeout_ms.
       requestTimeout: 0,
-      headersTimeout: 30_000,
+      headersTimeout: config.server.headers_timeout_seconds * 1000,
+      // How often Node checks headersTimeout: its 30 s default would double the bound.
+      connectionsCheckingInterval: 1000,
       // Longer than the usual load-balancer idle timeout, so the peer closes first.
       keepAliveTimeout: 65_000,
     },
-    handleRequest,
+    connections.accept,
   );
+  limitConnections(proxyServer, {
+    max: config.server.max_connections,
+    perPeer: config.server.max_connections_per_peer,
+    isTrustedPeer: (address) => identifier.isTrustedPeer(address),
+  });
   // A client connection where nothing moves either way is closed: uploads and downloads of
   // any length are fine while bytes flow, but a stalled client cannot hold its connection
   // (and the upstream one) forever. Node destroys the socket when no 'timeout' listener exists.
   proxyServer.setTimeout(config.server.idle_timeout_seconds * 1000);
   // Without this, Node answers `100 Continue` before any check has run.
-  proxyServer.on('checkContinue', handle);
+  proxyServer.on('checkContinue', connections.accept);
   const upgradedSockets = new Set<Duplex>();
   // `upgrade` and `connect` bypass Koa; give them a response object and the same pipeline.
   const handleRaw = (req: IncomingMessage, socket: Duplex, head: Buffer) => {

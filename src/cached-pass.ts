@@ -37,6 +37,8 @@ export interface CachedPassDependencies {
   metrics: GatewayMetrics;
   recorder: RequestRecorder;
   isDraining: () => boolean;
+  /** The request is over (the connection may start its next one). */
+  onDone: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 /** What the access line and metrics need once the exchange is over. */
@@ -72,6 +74,7 @@ export function createCachedPass(deps: CachedPassDependencies) {
       tokenHash: decided.tokenHash,
       failure: exchange.error ?? undefined,
     });
+    deps.onDone(req, res);
   };
 
   /** Serves the request and returns true, or returns false for the Koa pipeline to take it. */

@@ -155,18 +155,57 @@ test('a chain of several trusted hops is walked to the first untrusted entry', (
   t.is(keyOf('10.0.0.1', ' 203.0.113.7 ,10.0.0.6 ', options), '203.0.113.7', 'spaces trimmed');
 });
 
-test('garbage X-Forwarded-For entries stop the walk', (t) => {
+test('a garbage X-Forwarded-For entry stops the walk and names the client by its text, never the proxy', (t) => {
   const options = { trustedProxies: ['10.0.0.0/8'] };
   t.is(
     keyOf('10.0.0.1', '203.0.113.7, garbage, 10.0.0.5', options),
-    '10.0.0.5',
+    'unparsed:garbage',
     'nothing left of the garbage is believed',
   );
-  t.is(keyOf('10.0.0.1', '203.0.113.7, unknown', options), '10.0.0.1', 'right-most garbage');
-  t.is(keyOf('10.0.0.1', 'not an address', options), '10.0.0.1');
-  t.is(keyOf('10.0.0.1', '203.0.113.7:4711', options), '10.0.0.1', 'address:port is not an IP');
-  t.is(keyOf('10.0.0.1', '', options), '10.0.0.1', 'an empty header');
+  t.is(keyOf('10.0.0.1', '203.0.113.7, unknown', options), 'unparsed:unknown');
+  t.is(keyOf('10.0.0.1', 'not an address', options), 'unparsed:not an address');
+  t.is(
+    keyOf('10.0.0.1', 'x'.repeat(500), options),
+    `unparsed:${'x'.repeat(64)}`,
+    'bounded: a long entry cannot grow the key',
+  );
+  // Two clients behind the proxy with garbage entries are still two clients.
+  t.not(keyOf('10.0.0.1', 'client-a', options), keyOf('10.0.0.1', 'client-b', options));
+  t.is(keyOf('10.0.0.1', '', options), '10.0.0.1', 'an empty header: the proxy itself');
+  t.is(keyOf('10.0.0.1', '203.0.113.7, , ', options), '203.0.113.7', 'empty entries skipped');
   t.is(keyOf('10.0.0.1', undefined, options), '10.0.0.1', 'no header: the proxy itself');
+});
+
+test('X-Forwarded-For entries with a port (Azure Application Gateway) name the client', (t) => {
+  const options = { trustedProxies: ['10.0.0.0/8'] };
+  t.is(keyOf('10.0.0.1', '203.0.113.7:4711', options), '203.0.113.7');
+  t.is(keyOf('10.0.0.1', '198.51.100.7:5000, 10.0.0.5:80', options), '198.51.100.7');
+  t.is(keyOf('10.0.0.1', '[2001:db8:1:2::99]:443', options), '2001:db8:1:2::/64');
+  t.is(keyOf('10.0.0.1', '"[2001:db8:1:2::99]:443"', options), '2001:db8:1:2::/64');
+  t.not(
+    keyOf('10.0.0.1', '203.0.113.5:4711', options),
+    keyOf('10.0.0.1', '198.51.100.7:5000', options),
+    'two clients with ports are two clients',
+  );
+});
+
+test('IPv6 addresses embedding an IPv4 client are counted as that IPv4 address', (t) => {
+  const options = { trustedProxies: ['10.0.0.0/8'] };
+  for (const [address, ipv4, what] of [
+    ['64:ff9b::c000:201', '192.0.2.1', 'NAT64 well-known prefix'],
+    ['64:ff9b:1::c633:6401', '198.51.100.1', 'NAT64 local-use prefix (RFC 8215)'],
+    ['::ffff:0:c000:201', '192.0.2.1', 'SIIT IPv4-translated'],
+    ['::c000:201', '192.0.2.1', 'IPv4-compatible'],
+    ['2002:c000:201::1', '192.0.2.1', '6to4'],
+    ['2001:0:4136:e378:8000:63bf:3fff:fdd2', '192.0.2.45', 'Teredo (obfuscated client)'],
+  ] as const) {
+    t.is(keyOf('10.0.0.1', address, options), ipv4, what);
+  }
+  t.not(
+    keyOf('10.0.0.1', '64:ff9b::c000:201', options),
+    keyOf('10.0.0.1', '64:ff9b::c633:6401', options),
+    'two IPv4 clients behind one NAT64 are two clients',
+  );
 });
 
 test('when every X-Forwarded-For entry is trusted, the left-most is the client', (t) => {

@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compilePattern } from '../policy/route-table.js';
+import { PROXY_ASSERTED } from '../proxy/upstream-headers.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
@@ -83,6 +84,17 @@ const serverSchema = z
     shutdown_grace_seconds: positiveInt
       .default(10)
       .describe('On SIGTERM: stop accepting, finish in-flight requests for at most this long.'),
+    headers_timeout_seconds: positiveInt
+      .default(10)
+      .describe('A request whose headers take longer than this to arrive is dropped (slowloris).'),
+    max_connections: positiveInt
+      .default(10000)
+      .describe('Connections the proxied port holds at once; more are refused.'),
+    max_connections_per_peer: positiveInt
+      .default(256)
+      .describe(
+        'Connections one peer address may hold at once (trusted proxies exempt: every client behind them shares their address).',
+      ),
   })
   .prefault({});
 
@@ -280,6 +292,19 @@ const forwardSchema = z
       .boolean()
       .default(false)
       .describe('Remove the Authorization header before forwarding.'),
+    keep_from_trusted_proxies: z
+      .array(
+        z
+          .string()
+          .transform((name) => name.toLowerCase())
+          .refine((name) => PROXY_ASSERTED.includes(name.replaceAll('_', '-')), {
+            message: 'must be one of the proxy-asserted fields the gateway strips (README)',
+          }),
+      )
+      .default([])
+      .describe(
+        'Proxy-asserted fields (Forwarded, X-Real-IP, X-Forwarded-Client-Cert, …) stripped from every request, except the ones named here when the peer is in server.trusted_proxies.',
+      ),
     identity_headers: z
       .record(
         z

@@ -36,8 +36,12 @@ export type IntrospectionFault =
   | 'huge'
   /** Non-compliant servers seen in the wild: unknown tokens get HTTP 400 invalid_token… */
   | 'unknown-token-400'
-  /** …or HTTP 200 with an OAuth error object instead of `active`; known tokens are answered. */
+  /** …or HTTP 200 with an OAuth error object instead of `active`; known tokens are answered… */
   | 'unknown-token-error-200'
+  /** …or HTTP 401 invalid_token (no Basic challenge: not about the gateway's credentials)… */
+  | 'unknown-token-401'
+  /** …or HTTP 500, the server choking on tokens it does not know. */
+  | 'unknown-token-500'
   | { delayMs: number };
 
 export interface DevAuthorizationServer {
@@ -247,6 +251,14 @@ export async function startDevAuthorizationServer(
     const answer = lookUp(token);
     if (answer.active !== true && fault === 'unknown-token-400') {
       throw new OAuthError(400, 'invalid_token', 'unknown token');
+    }
+    if (answer.active !== true && fault === 'unknown-token-401') {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_token', error_description: 'unknown token' };
+      return;
+    }
+    if (answer.active !== true && fault === 'unknown-token-500') {
+      throw new OAuthError(500, 'server_error', 'cannot parse the token');
     }
     if (answer.active !== true && fault === 'unknown-token-error-200') {
       ctx.body = { error: 'invalid_token', error_description: 'unknown token' };

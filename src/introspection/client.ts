@@ -99,33 +99,101 @@ export function createIntrospectionClient(
 type ResponseData = Awaited<ReturnType<Pool['request']>>;
 
 /**
- * 4xx statuses that describe the gateway's own request whatever the token — its client
- * authentication (RFC 7662 §2.1: 401), its permission, method, media types, timing, rate —
- * and so are the same for every token. Any other 4xx is an answer about this token.
+ * 4xx statuses that describe the gateway's own request whatever the token — its method,
+ * media types, timing, rate — and so are the same for every token.
  */
-const NOT_ABOUT_THE_TOKEN = new Set([401, 403, 405, 406, 407, 408, 411, 415, 421, 426, 429]);
+const ABOUT_THE_REQUEST = new Set([405, 406, 407, 408, 411, 415, 421, 426, 429]);
+/** 5xx statuses of the infrastructure between the gateway and the server: an outage. */
+const INFRASTRUCTURE = new Set([502, 503, 504]);
+/** RFC 6749 §5.2 errors about the client's authentication: the gateway's credentials. */
+const CLIENT_AUTHENTICATION_ERRORS = new Set(['invalid_client', 'unauthorized_client']);
+
+/** What the server said besides its status, when it was not RFC 7662. */
+export interface UnexpectedAnswer {
+  status: number;
+  /** The `error` member of a JSON error body, if any. */
+  oauthError: string | undefined;
+  /** The WWW-Authenticate challenge, if any. */
+  challenge: string | undefined;
+}
 
 /**
- * An answer the server gives about one token but not in RFC 7662's terms — an HTTP 400 for
- * an unknown token, or a 200 carrying an OAuth `error` instead of `active` — still fails
- * closed (503), but counts as the client's failed presentation: otherwise a non-compliant
- * authorization server turns every guess into an uncounted 503 while a real token gets 200.
+ * Whether a non-200 answer is about the token itself (and so counts as the client's failed
+ * presentation) or about the gateway or the server (an outage, counted for nobody). An
+ * answer about one token outside RFC 7662 — an HTTP 400 for an unknown token, a 401 with
+ * `invalid_token`, a 500 for a token the server chokes on while it answers others — still
+ * fails closed (503) but must count: otherwise a non-compliant authorization server turns
+ * every guess into an uncounted 503 while a real token gets 200.
+ * - 401/403 are about the gateway's credentials (RFC 7662 §2.1) only when they say so: an
+ *   `invalid_client`/`unauthorized_client` error, or a Basic challenge;
+ * - 500 and other server errors count only while the server answers other tokens (a good
+ *   answer within the fishing window): otherwise the server is down, and blocking every
+ *   client for it would punish them for the outage;
+ * - 502/503/504 (gateways and overload) and the request-shaped 4xx never count.
  */
-export function isAnswerAboutTheToken(statusCode: number): boolean {
-  return statusCode >= 400 && statusCode < 500 && !NOT_ABOUT_THE_TOKEN.has(statusCode);
+export function isAnswerAboutTheToken(
+  answer: UnexpectedAnswer,
+  serverAnswersOthers: boolean,
+): boolean {
+  const { status } = answer;
+  if (status === 401 || status === 403) {
+    const aboutCredentials =
+      (answer.oauthError !== undefined && CLIENT_AUTHENTICATION_ERRORS.has(answer.oauthError)) ||
+      /^\s*basic\b/i.test(answer.challenge ?? '');
+    return !aboutCredentials;
+  }
+  if (status >= 400 && status < 500) return !ABOUT_THE_REQUEST.has(status);
+  if (status >= 500) return !INFRASTRUCTURE.has(status) && serverAnswersOthers;
+  return false;
+}
+
+/** The server answered with another status than 200 (see isAnswerAboutTheToken). */
+export class UnexpectedAnswerError extends Error {
+  constructor(readonly answer: UnexpectedAnswer) {
+    super(`introspection answered HTTP ${answer.status}`);
+    this.name = 'UnexpectedAnswerError';
+  }
+}
+
+/** An error answer worth reading is small; past this it is not read at all. */
+const MAX_ERROR_BODY_BYTES = 8 * 1024;
+
+async function readUnexpectedAnswer(response: ResponseData): Promise<UnexpectedAnswer> {
+  const { statusCode, headers, body } = response;
+  const challenge = headers['www-authenticate'];
+  let oauthError: string | undefined;
+  const mediaType = String(headers['content-type'] ?? '')
+    .split(';', 1)[0]
+    ?.trim()
+    .toLowerCase();
+  if (
+    mediaType === 'application/json' &&
+    Number(headers['content-length'] ?? 0) <= MAX_ERROR_BODY_BYTES
+  ) {
+    try {
+      let text = '';
+      for await (const chunk of body) {
+        text += (chunk as Buffer).toString('utf8');
+        if (text.length > MAX_ERROR_BODY_BYTES) throw new Error('too large');
+      }
+      const parsed = JSON.parse(text) as { error?: unknown };
+      if (typeof parsed?.error === 'string') oauthError = parsed.error;
+    } catch {
+      body.destroy();
+    }
+  } else {
+    body.resume();
+  }
+  return {
+    status: statusCode,
+    oauthError,
+    challenge: Array.isArray(challenge) ? challenge.join(', ') : challenge,
+  };
 }
 
 async function readIntrospectionResponse(response: ResponseData): Promise<IntrospectionAnswer> {
   const { statusCode, headers, body } = response;
-  if (statusCode !== 200) {
-    body.resume();
-    if (isAnswerAboutTheToken(statusCode)) {
-      throw tokenRejectedByAuthorizationServer(
-        `introspection answered HTTP ${statusCode} for this token`,
-      );
-    }
-    throw fault('TOKENGUARD_INTROSPECTION_STATUS', `introspection answered HTTP ${statusCode}`);
-  }
+  if (statusCode !== 200) throw new UnexpectedAnswerError(await readUnexpectedAnswer(response));
   const contentType = String(headers['content-type'] ?? '');
   const mediaType = contentType.split(';', 1)[0]?.trim().toLowerCase();
   if (mediaType !== 'application/json') {

@@ -10,6 +10,7 @@ import {
   authorizationServerUnavailable,
   GatewayError,
   introspectionOverBudget,
+  tokenRejectedByAuthorizationServer,
 } from '../errors.js';
 import {
   createTokenCache,
@@ -21,7 +22,12 @@ import type { GatewayMetrics, IntrospectionResult } from '../metrics/metrics.js'
 import { buildIdentityHeaders, compileIdentityMapping } from '../proxy/identity-headers.js';
 import { createIntrospectionBudget } from './budget.js';
 import { parseScopes } from './check-claims.js';
-import { createIntrospectionClient, type IntrospectionClient } from './client.js';
+import {
+  createIntrospectionClient,
+  isAnswerAboutTheToken,
+  UnexpectedAnswerError,
+  type IntrospectionClient,
+} from './client.js';
 import { discoverIntrospectionEndpoint } from './discovery.js';
 
 export interface IntrospectionService {
@@ -81,6 +87,25 @@ export function createIntrospectionService(
     discover();
   }
 
+  /**
+   * Does the server answer other tokens right now? Yes when it gave an RFC 7662 answer within
+   * the fishing window and since its last server error: a run of 5xx with nothing good in
+   * between is an outage, and counting it would block clients for the server's trouble.
+   */
+  let lastGoodAnswerMs = 0;
+  let lastServerErrorMs = 0;
+  const answersOthers = () =>
+    lastGoodAnswerMs > lastServerErrorMs &&
+    Date.now() - lastGoodAnswerMs < config.fishing.window_seconds * 1000;
+  const classifyUnexpected = ({ answer }: UnexpectedAnswerError): GatewayError => {
+    const detail = `introspection answered HTTP ${answer.status}${answer.oauthError ? ` (${answer.oauthError})` : ''}`;
+    const aboutTheToken = isAnswerAboutTheToken(answer, answersOthers());
+    if (answer.status >= 500) lastServerErrorMs = Date.now();
+    return aboutTheToken
+      ? tokenRejectedByAuthorizationServer(`${detail} for this token`)
+      : authorizationServerUnavailable('TOKENGUARD_INTROSPECTION_STATUS', detail);
+  };
+
   const load = async (token: string): Promise<CacheEntry> => {
     if (!client) {
       throw authorizationServerUnavailable(
@@ -95,6 +120,7 @@ export function createIntrospectionService(
     try {
       const answer = await client.introspect(token);
       result = answer.active ? 'active' : 'inactive';
+      lastGoodAnswerMs = Date.now();
       if (!answer.active) return { active: false };
       return {
         active: true,
@@ -104,6 +130,7 @@ export function createIntrospectionService(
       };
     } catch (error) {
       result = 'error';
+      if (error instanceof UnexpectedAnswerError) throw classifyUnexpected(error);
       if (error instanceof GatewayError) throw error;
       throw authorizationServerUnavailable('TOKENGUARD_INTROSPECTION_FAILED', String(error));
     } finally {

@@ -11,6 +11,9 @@
  *   `;parameters` before mapping, so `/admin;x=1/users` is `/admin/users` to them;
  * - `%25` followed by two hex digits: an upstream that decodes once more reads `%252e%252e`
  *   as `..` and `%252f` as `/`;
+ * - a segment ending in `.` or a space (other than the dot-segments themselves): Caddy's
+ *   path matcher, IIS and Windows file systems trim them, so `/admin.` and `/admin%20` are
+ *   `/admin` to them;
  * - a non-ASCII character that case mapping or Unicode compatibility normalisation (NFKC)
  *   turns into ASCII: Java's `equalsIgnoreCase` reads `ı` (U+0131) as `i`, .NET's
  *   `OrdinalIgnoreCase` `K` (U+212A) as `k`, and an NFKC-normalising framework reads the
@@ -36,12 +39,14 @@ const refuse = (detail: string): GatewayError =>
   badRequest('TOKENGUARD_AMBIGUOUS_PATH', 'the request path is not acceptable', detail);
 
 /** Nothing in it needs work: no `%`, `\`, `;`, `//`, dot-segment, or byte outside visible ASCII. */
-const NEEDS_WORK = /[%\\;#]|\/\/|\/\.\.?(?:\/|$)|[^\x21-\x7e]/;
+const NEEDS_WORK = /[%\\;#]|\/\/|\/\.\.?(?:\/|$)|\.(?:\/|$)|[^\x21-\x7e]/;
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL_OR_SPACE = /[\x00-\x20\x7f]/;
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
 const DOUBLE_ESCAPE = /%25[0-9A-Fa-f]{2}/;
+/** What some servers trim from the end of a segment (the segment is already decoded for unreserved). */
+const TRIMMED_TAIL = /(?:\.|%20)$/;
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i;
 /**
  * RFC 3986 §3.2.2 host (reg-name or IP-literal) and optional port. No userinfo: RFC 9110
@@ -99,6 +104,7 @@ export function normaliseRequestTarget(target: string): NormalisedTarget {
       if (isLast) output.push('');
       continue;
     }
+    if (TRIMMED_TAIL.test(segment)) throw refuse('segment ending in . or space');
     output.push(segment);
   }
   const path = `/${output.join('/')}`;

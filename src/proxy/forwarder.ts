@@ -129,6 +129,8 @@ class ExchangeState implements Exchange {
 class ExchangeAgent extends http.Agent {
   /** The exchange being handed to http-proxy right now. */
   current: ExchangeState | null = null;
+  /** Told when the upstream answers a plain request with `101` (see onUnexpectedUpgrade). */
+  onUpgrade: (this: ClientRequest) => void = () => undefined;
 
   addRequest(req: ClientRequest, options: object): void {
     const exchange = this.current;
@@ -139,6 +141,10 @@ class ExchangeAgent extends http.Agent {
     }
     req.path = exchange.req.url as string;
     exchange.upstreamRequest = req;
+    (req as ClientRequest & Carrier)[kExchange] = exchange;
+    // A 101 to a request that asked for no upgrade: Node detaches and destroys the socket
+    // without an 'error' or a 'response' unless someone listens.
+    req.on('upgrade', this.onUpgrade);
     agentAddRequest.call(this, req, options);
   }
 }
@@ -233,6 +239,12 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     fail(exchange, kind, kind === 'timeout' ? UPSTREAM_TIMEOUT_CODE : 'ECONNRESET');
   }
 
+  agent.onUpgrade = function onUnexpectedUpgrade(this: ClientRequest) {
+    const exchange = (this as ClientRequest & Carrier)[kExchange];
+    this.socket?.destroy();
+    if (exchange && !exchange.ended) fail(exchange, 'reset', 'UNEXPECTED_101');
+  };
+
   proxy.on('proxyRes', (proxyRes: IncomingMessage, _req: IncomingMessage, res: ServerResponse) => {
     const exchange = (res as Carrier)[kExchange];
     rewriteResponseHeaders(proxyRes.headers);
@@ -265,7 +277,9 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const tickMs = Math.min(1000, Math.max(10, Math.floor(options.timeoutMs / 10)));
   const watchdog = setInterval(() => {
     const now = Date.now();
-    for (let exchange = head; exchange !== null; exchange = exchange.next) {
+    let next: ExchangeState | null;
+    for (let exchange = head; exchange !== null; exchange = next) {
+      next = exchange.next; // ending an exchange below unlinks it
       const socket = exchange.upstreamRequest?.socket as Socket | null | undefined;
       const bytesRead = socket ? socket.bytesRead : -1;
       if (
@@ -277,7 +291,16 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         exchange.silentSinceMs = now;
         continue;
       }
-      if (now - exchange.silentSinceMs < options.timeoutMs || exchange.timedOut) continue;
+      if (now - exchange.silentSinceMs < options.timeoutMs) continue;
+      if (exchange.timedOut) {
+        // Destroying the upstream request reported nothing for another whole timeout: end
+        // the exchange here rather than leave the client (and this list) waiting forever.
+        if (now - exchange.silentSinceMs >= 2 * options.timeoutMs) {
+          fail(exchange, 'timeout', UPSTREAM_TIMEOUT_CODE);
+          if (!exchange.ended) exchange.res.destroy();
+        }
+        continue;
+      }
       exchange.timedOut = true;
       exchange.upstreamRequest?.destroy(
         Object.assign(new Error('upstream timed out'), { code: UPSTREAM_TIMEOUT_CODE }),

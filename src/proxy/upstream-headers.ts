@@ -30,6 +30,64 @@ const HOP_BY_HOP = new Set([
 const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 
 /**
+ * Fields upstreams and their frameworks trust as facts about the client or the request, that
+ * only a proxy may write — and the gateway writes none of them: client address and scheme
+ * (`Forwarded`, `X-Real-IP`, `True-Client-IP`, … — Spring's ForwardedHeaderFilter, chi's
+ * RealIP and nginx's realip believe them), path rewrites (`X-Original-URL`, `X-Rewrite-URL`:
+ * Symfony, Zend and IIS serve the path they name), and identities or certificates that
+ * authenticating proxies (oauth2-proxy, Envoy) set. A client's copy never passes; from a
+ * trusted proxy, only the ones `forward.keep_from_trusted_proxies` names do.
+ */
+export const PROXY_ASSERTED: readonly string[] = [
+  'forwarded',
+  'x-forwarded',
+  'forwarded-for',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-ssl',
+  'x-forwarded-scheme',
+  'x-forwarded-protocol',
+  'x-forwarded-server',
+  'x-forwarded-uri',
+  'x-forwarded-path',
+  'x-url-scheme',
+  'front-end-https',
+  'x-real-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'x-client-ip',
+  'x-cluster-client-ip',
+  'x-original-forwarded-for',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-uri',
+  'x-original-host',
+  'x-original-method',
+  'x-host',
+  'x-forwarded-user',
+  'x-forwarded-email',
+  'x-forwarded-preferred-username',
+  'x-forwarded-groups',
+  'x-forwarded-access-token',
+  'x-auth-request-user',
+  'x-auth-request-email',
+  'x-auth-request-preferred-username',
+  'x-auth-request-groups',
+  'x-auth-request-access-token',
+  'x-remote-user',
+  'remote-user',
+  'x-client-cert',
+  'x-ssl-client-cert',
+  'ssl-client-cert',
+  'x-forwarded-client-cert',
+  'x-client-certificate',
+  'x-ssl-client-dn',
+  'x-ssl-client-s-dn',
+  'x-ssl-client-verify',
+];
+
+/**
  * The gateway's own; a client's copy is dropped. `expect` was answered by the gateway; a
  * `DPoP` proof is for the gateway to verify and never reaches the upstream (PRODUCT.md).
  */
@@ -44,20 +102,30 @@ const GATEWAY_OWNED = [
 export interface UpstreamHeaderPolicy {
   /** Lower-case names, `-` spelling, of fields no client copy of may pass. */
   removed: ReadonlySet<string>;
+  /** The same, for a request whose peer is a trusted proxy (its kept fields are allowed). */
+  removedFromTrustedProxy: ReadonlySet<string>;
   stripAuthorization: boolean;
 }
+
+const canonicalName = (name: string) => name.toLowerCase().replaceAll('_', '-');
 
 export function createUpstreamHeaderPolicy(options: {
   identityHeaders: readonly string[];
   stripAuthorization: boolean;
+  /** PROXY_ASSERTED fields a trusted proxy's copy of may pass (e.g. X-Forwarded-Client-Cert). */
+  keepFromTrustedProxies?: readonly string[];
 }): UpstreamHeaderPolicy {
+  const removed = new Set([
+    ...HOP_BY_HOP,
+    ...METHOD_OVERRIDES,
+    ...GATEWAY_OWNED,
+    ...PROXY_ASSERTED,
+    ...options.identityHeaders.map(canonicalName),
+  ]);
+  const kept = new Set((options.keepFromTrustedProxies ?? []).map(canonicalName));
   return {
-    removed: new Set([
-      ...HOP_BY_HOP,
-      ...METHOD_OVERRIDES,
-      ...GATEWAY_OWNED,
-      ...options.identityHeaders.map((name) => name.toLowerCase().replaceAll('_', '-')),
-    ]),
+    removed,
+    removedFromTrustedProxy: new Set([...removed].filter((name) => !kept.has(name))),
     stripAuthorization: options.stripAuthorization,
   };
 }
@@ -89,10 +157,11 @@ export function buildUpstreamHeaders(
   facts: ForwardingFacts,
 ): IncomingHttpHeaders {
   const named = headers.connection ? connectionTokens(headers.connection) : NO_TOKENS;
+  const removed = facts.keepForwardedFor ? policy.removedFromTrustedProxy : policy.removed;
   const upstream: IncomingHttpHeaders = {};
   for (const name in headers) {
     const canonical = name.includes('_') ? name.replaceAll('_', '-') : name;
-    if (policy.removed.has(canonical) || named.has(canonical)) continue;
+    if (removed.has(canonical) || named.has(canonical)) continue;
     upstream[name] = headers[name];
   }
   if (policy.stripAuthorization) delete upstream.authorization;

@@ -248,11 +248,14 @@ const canonicalChar = fc.oneof(
   },
 );
 
-/** A canonical segment: never empty in the middle, never `.` or `..`. */
+/**
+ * A canonical segment: never empty in the middle, never ending in `.` or a space (some
+ * servers trim those, so the contract refuses them — `.` and `..` included).
+ */
 export const canonicalSegment = fc
   .array(canonicalChar, { minLength: 1, maxLength: 6 })
   .map((chars) => chars.join(''))
-  .filter((segment) => segment !== '.' && segment !== '..');
+  .filter((segment) => !segment.endsWith('.') && !segment.endsWith('%20'));
 
 /** Segments of a canonical path; a last `''` is a trailing slash, `['']` is `/`. */
 export const canonicalSegments = fc

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { GatewayError } from '../../src/errors.js';
 import { normaliseRequestTarget, type NormalisedTarget } from '../../src/policy/normalize-path.js';
 import {
+  canonicalSegment,
   canonicalSegments,
   hostileTarget,
   isCaseFoldingTrap,
@@ -206,6 +207,30 @@ test('escaped unreserved characters, hex case, //, ./ and x/../ do not change th
       },
     ),
     { numRuns: 3_000 },
+  );
+  t.pass();
+});
+
+test('contract: a segment ending in . or a space (raw escape or unreserved escape) is refused', (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(canonicalSegment, { minLength: 1, maxLength: 4 }),
+      fc.nat(),
+      fc.constantFrom('.', '%2e', '%2E', '%20', '.%20', '%20.'),
+      (segments, at, tail) => {
+        const index = at % segments.length;
+        const spoiled = segments.map((segment, position) =>
+          position === index ? `${segment}${tail}` : segment,
+        );
+        try {
+          normaliseRequestTarget(`/${spoiled.join('/')}`);
+          return false;
+        } catch (error) {
+          return error instanceof GatewayError && error.status === 400;
+        }
+      },
+    ),
+    { numRuns: 300 },
   );
   t.pass();
 });

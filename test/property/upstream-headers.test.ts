@@ -20,6 +20,7 @@ import {
 import {
   buildUpstreamHeaders,
   createUpstreamHeaderPolicy,
+  PROXY_ASSERTED,
   type ForwardingFacts,
 } from '../../src/proxy/upstream-headers.js';
 import { flattenRaw, nodeHeaders } from './_node-headers.js';
@@ -285,6 +286,7 @@ test('every other client field reaches the upstream unchanged (Authorization unl
           'expect',
           'dpop',
           'proxy-authenticate',
+          ...PROXY_ASSERTED,
           ...names.map(canonical),
         ]);
         const injected = new Set(identity.map(([name]) => name));

@@ -109,6 +109,22 @@ const rows: Row[] = [
     error: 'invalid_request',
     upstream: 'not reached',
   })),
+  ...[
+    '/admin.',
+    '/admin./users',
+    '/admin..',
+    '/admin%20',
+    '/admin%2E%20',
+    '/Admin.',
+    '/public.',
+  ].map((target): Row => ({
+    attack: `trailing . or space in a segment: ${target}`,
+    why: "red team: Caddy's path matcher, IIS and Windows trim them (/admin. is /admin there)",
+    line: `GET ${target}`,
+    status: 400,
+    error: 'invalid_request',
+    upstream: 'not reached',
+  })),
   ...['/ADMIN/users', '/Admin/users', '/aDmIn', '/%41dmin/users', '/public/../ADMIN'].map(
     (target): Row => ({
       attack: `case and escape spellings of a protected path: ${target}`,
@@ -488,4 +504,72 @@ test('every refusal above was counted once, never as forwarded', async (t) => {
     metricValue(metrics, 'tokenguard_requests_total', { route: 'admin', outcome: 'forwarded' }),
     0,
   );
+});
+
+// ── headers an upstream may trust as proxy-asserted facts (red-team finding) ──
+
+const PROXY_ASSERTED_SAMPLES = [
+  'Forwarded: for=10.0.0.1;proto=https;host=admin.internal',
+  'X-Real-IP: 10.0.0.1',
+  'True-Client-IP: 10.0.0.1',
+  'X-Original-URL: /admin/delete',
+  'X-Rewrite-URL: /admin/delete',
+  'X-Forwarded-Prefix: /admin',
+  'X-Forwarded-Port: 443',
+  'X-Forwarded-Ssl: on',
+  'X-Forwarded-Scheme: https',
+  'X-Forwarded-User: root',
+  'Remote-User: root',
+  'X-Client-Cert: -----BEGIN CERTIFICATE-----',
+  'X-Forwarded-Client-Cert: Hash=abc;Subject="CN=root"',
+  'x_original_url: /admin/delete',
+];
+
+test('proxy-asserted fields from a client never reach the upstream', async (t) => {
+  const harness = gateways.default;
+  const tag = randomUUID();
+  const text = [
+    'GET /public/x HTTP/1.1',
+    'Host: gateway.test',
+    `X-Attack-Id: ${tag}`,
+    ...PROXY_ASSERTED_SAMPLES,
+    'Connection: close',
+    '',
+    '',
+  ].join('\r\n');
+  const [reply] = await exchange(harness.port, text);
+  t.is(reply?.status, 200);
+  const seen = seenBy(harness, tag);
+  const leaked = PROXY_ASSERTED_SAMPLES.map((line) => (line.split(':')[0] as string).toLowerCase())
+    .map((name) => name.replaceAll('_', '-'))
+    .filter((name) =>
+      seen?.rawHeaders.some((raw) => raw.toLowerCase().replaceAll('_', '-') === name),
+    );
+  t.deepEqual(leaked, []);
+});
+
+test('forward.keep_from_trusted_proxies lets a named field pass from a trusted proxy only', async (t) => {
+  const harness = await startHarness({
+    config: () => ({
+      routes: ROUTES,
+      server: { host: '127.0.0.1', port: 0, trusted_proxies: ['127.0.0.2/32'] },
+      forward: { keep_from_trusted_proxies: ['X-Forwarded-Client-Cert'] },
+    }),
+  });
+  try {
+    const send = async (from: string) => {
+      const tag = randomUUID();
+      const text = `GET /public/x HTTP/1.1\r\nHost: gateway.test\r\nX-Attack-Id: ${tag}\r\nX-Forwarded-Client-Cert: Hash=abc\r\nX-Real-IP: 10.0.0.1\r\nConnection: close\r\n\r\n`;
+      const [reply] = await exchange(harness.port, text, { from });
+      t.is(reply?.status, 200);
+      return seenBy(harness, tag);
+    };
+    const viaProxy = await send('127.0.0.2');
+    t.is(viaProxy?.headers['x-forwarded-client-cert'], 'Hash=abc', 'kept from the trusted proxy');
+    t.is(viaProxy?.headers['x-real-ip'], undefined, 'only the named field');
+    const direct = await send('127.0.0.3');
+    t.is(direct?.headers['x-forwarded-client-cert'], undefined, 'never from an untrusted peer');
+  } finally {
+    await harness.close();
+  }
 });

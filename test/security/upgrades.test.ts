@@ -271,3 +271,35 @@ test('a pooled upstream connection never carries a handshake: keep-alive traffic
     for (const connection of handshakeConnections) t.false(pooledConnections.has(connection));
   });
 });
+
+test('an upstream answering a plain request with 101 gets a 502, not a hung client', async (t) => {
+  const sockets = new Set<net.Socket>();
+  const rogue = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('data', () =>
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n',
+      ),
+    );
+  });
+  await new Promise<void>((resolve) => rogue.listen(0, '127.0.0.1', resolve));
+  const { port } = rogue.address() as AddressInfo;
+  const harness = await startHarness({
+    config: () => ({ upstream: { url: `http://127.0.0.1:${port}`, timeout_ms: 500 } }),
+  });
+  try {
+    const [reply] = await exchange(
+      harness.port,
+      'GET /public/x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n',
+    );
+    t.is(reply?.status, 502);
+    t.true(
+      await eventually(() => harness.logs().includes('"event":"access"'), 5000),
+      'the request was recorded',
+    );
+  } finally {
+    await harness.close();
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => rogue.close(() => resolve()));
+  }
+});

@@ -25,7 +25,8 @@ export function hasMethodOverrideParameter(search: string): boolean {
   return false;
 }
 
-function readsAsMethodOverride(rawName: string): boolean {
+/** The name reads as `_method` to some framework (case, escapes, PHP's name rules). */
+export function readsAsMethodOverride(rawName: string): boolean {
   let name = rawName.replaceAll('+', ' ');
   for (let round = 0; round < MAX_DECODE_ROUNDS && name.includes('%'); round += 1) {
     name = decodeLeniently(name);

@@ -26,7 +26,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
-import { upstreamTimeout, upstreamUnreachable, type GatewayError } from '../errors.js';
+import type { Readable } from 'node:stream';
+import { badRequest, upstreamTimeout, upstreamUnreachable, type GatewayError } from '../errors.js';
+import { createBodyOverrideScanner } from '../policy/body-method-override.js';
 import type { GatewayMetrics, UpstreamErrorKind } from '../metrics/metrics.js';
 import {
   classifyUpstreamError,
@@ -185,6 +187,13 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     res: ServerResponse,
     callback: (error: Error, req: IncomingMessage, res: ServerResponse) => void,
   ) => void;
+  // With a per-call `buffer` (the stream piped upstream instead of the request itself).
+  const proxyWebFrom = proxy.web.bind(proxy) as unknown as (
+    req: IncomingMessage,
+    res: ServerResponse,
+    options: { buffer: Readable },
+    callback: (error: Error, req: IncomingMessage, res: ServerResponse) => void,
+  ) => void;
 
   const recordFailure: RecordUpstreamFailure = (kind, code, websocket = false) => {
     options.metrics.upstreamErrors.inc({ kind });
@@ -327,8 +336,25 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       (res as Carrier)[kExchange] = exchange;
       watch(exchange);
       res.on('close', onResponseClose);
+      const scanner = createBodyOverrideScanner(req.method, req.headers['content-type']);
       agent.current = exchange;
-      proxyWeb(req, res, onProxyError);
+      if (scanner === null) {
+        proxyWeb(req, res, onProxyError);
+      } else {
+        // A form body streams through the method-override scanner (body-method-override.ts).
+        scanner.once('error', (error: Error) => {
+          if (exchange.ended) return;
+          exchange.upstreamRequest?.destroy();
+          exchange.error = badRequest(
+            'TOKENGUARD_METHOD_OVERRIDE',
+            'method override parameters are not accepted',
+            error.message,
+          );
+          end(exchange);
+        });
+        req.pipe(scanner);
+        proxyWebFrom(req, res, { buffer: scanner }, onProxyError);
+      }
       agent.current = null;
     },
     ws: (req, res, socket, head) => websockets.forward(req, res, socket, head),

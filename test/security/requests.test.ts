@@ -573,3 +573,56 @@ test('forward.keep_from_trusted_proxies lets a named field pass from a trusted p
     await harness.close();
   }
 });
+
+// ── method override in a form body (red-team finding: Rails reads only the body) ──
+
+const FORM_BODIES: Array<[string, string, string, number]> = [
+  ['urlencoded _method', 'application/x-www-form-urlencoded', 'a=1&_method=DELETE', 400],
+  [
+    'urlencoded %5Fmethod',
+    'application/x-www-form-urlencoded; charset=utf-8',
+    '%5Fmethod=PUT',
+    400,
+  ],
+  [
+    'multipart _method part',
+    'multipart/form-data; boundary=XyZ',
+    '--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--XyZ--\r\n',
+    400,
+  ],
+  [
+    'urlencoded without override',
+    'application/x-www-form-urlencoded',
+    'a=1&method=2&b_method=3',
+    200,
+  ],
+  ['JSON mentioning _method', 'application/json', '{"_method":"DELETE"}', 200],
+];
+
+for (const [what, contentType, body, status] of FORM_BODIES) {
+  test(`POST with a form body (${what}) → ${status}`, async (t) => {
+    const harness = gateways.default;
+    const tag = randomUUID();
+    const text = `POST /public/form HTTP/1.1\r\nHost: gateway.test\r\nX-Attack-Id: ${tag}\r\nContent-Type: ${contentType}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const [reply] = await exchange(harness.port, text);
+    t.is(reply?.status, status, reply?.body);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const seen = seenBy(harness, tag);
+    if (status === 200) t.is(seen?.bodyBytes, Buffer.byteLength(body), 'the body arrived whole');
+    else t.is(seen, undefined, 'the upstream never got a complete request');
+  });
+}
+
+test('a _method deep in a large chunked form body is still caught', async (t) => {
+  const harness = gateways.default;
+  const tag = randomUUID();
+  const filler = `${'x='.padEnd(60_000, 'y')}&`;
+  const body = `${filler}_method=DELETE`;
+  const chunks = [body.slice(0, 30_000), body.slice(30_000, 60_003), body.slice(60_003)];
+  const framed = chunks.map((chunk) => `${chunk.length.toString(16)}\r\n${chunk}\r\n`).join('');
+  const text = `POST /public/form HTTP/1.1\r\nHost: gateway.test\r\nX-Attack-Id: ${tag}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n${framed}0\r\n\r\n`;
+  const [reply] = await exchange(harness.port, text);
+  t.is(reply?.status, 400);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.is(seenBy(harness, tag), undefined);
+});

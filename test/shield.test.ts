@@ -12,14 +12,7 @@ import { runInNewContext } from 'node:vm';
 import test from 'ava';
 import pino from 'pino';
 import { createFishingGuard } from '../src/fishing/fishing-guard.js';
-import {
-  eventually,
-  bearer,
-  request as send,
-  unknownToken,
-  withHarness,
-  type RawResponse as Reply,
-} from './_harness.js';
+import { eventually, bearer, request as send, unknownToken, withHarness } from './_harness.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -57,48 +50,68 @@ const MB = 1024 * 1024;
 // The introspection budget
 // ---------------------------------------------------------------------------------------------
 
-test('over max_concurrent, unknown tokens get 503 while a cached token keeps passing', async (t) => {
+/** `count` requests, each from its own client address (127.0.0.50 and up), run together. */
+const fromDistinctClients = (url: string, tokens: string[], firstOctet = 50) =>
+  Promise.all(
+    tokens.map((token, index) =>
+      send(`${url}/api/orders/1`, {
+        from: `127.0.${Math.floor((firstOctet + index) / 250)}.${((firstOctet + index) % 250) + 2}`,
+        headers: bearer(token),
+      }),
+    ),
+  );
+
+test('over max_concurrent, uncached lookups wait their turn: the AS never sees more, a cached token keeps passing', async (t) => {
   const config = () => ({ introspection: { max_concurrent: 2, timeout_ms: 8000 } });
   await withHarness(config, async ({ as, url }) => {
     const cached = as.issue({ scope: 'orders:read' });
     t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
-    t.is(as.introspectionCalls, 1);
-
-    as.setFault({ delayMs: 1500 });
+    as.setFault({ delayMs: 400 });
     const before = as.introspectionCalls;
-    const burst = Array.from({ length: 6 }, () =>
-      send(`${url}/api/orders/1`, { headers: bearer(unknownToken()) }),
+    const burst = fromDistinctClients(
+      url,
+      Array.from({ length: 6 }, () => unknownToken()),
     );
-    const saturated = await eventually(() => as.introspectionCalls >= before + 2, 10_000);
-    t.true(saturated, 'two introspection calls are in flight');
-
+    t.true(await eventually(() => as.introspectionCalls >= before + 2, 10_000));
     for (let index = 0; index < 3; index += 1) {
       const reply = await send(`${url}/api/orders/1`, { headers: bearer(cached) });
       t.is(reply.status, 200, `cached token while the budget is spent (${index + 1})`);
     }
-    const replies = await Promise.all(burst);
-    const refused = replies.filter((reply) => reply.status === 503);
-    t.true(refused.length >= 4, `at least 4 of 6 unknown tokens get 503 (got ${refused.length})`);
-    for (const reply of refused) {
-      t.regex(String(reply.headers['retry-after']), /^[1-9]\d*$/, 'Retry-After');
-      t.is(reply.json().error, 'temporarily_unavailable');
-    }
-    for (const reply of replies.filter((candidate) => candidate.status !== 503)) {
-      t.is(reply.status, 401, 'the ones that were introspected are inactive');
-    }
-    t.true(
-      as.introspectionCalls - before <= 2,
-      `the AS saw at most 2 calls for the burst (saw ${as.introspectionCalls - before})`,
+    const replies = await burst;
+    t.deepEqual(
+      replies.map((reply) => reply.status),
+      [401, 401, 401, 401, 401, 401],
+      'every waiting lookup got its turn: no 503',
     );
-
-    const again = await send(`${url}/api/orders/1`, { headers: bearer(cached) });
-    t.is(again.status, 200, 'the cached token still passes after the burst');
+    t.is(as.introspectionCalls - before, 6);
+    t.is(as.maxConcurrentIntrospections, 2, 'never more than max_concurrent at the AS');
   });
 });
 
-test('over max_calls_per_second, unknown tokens get 503 while a cached token keeps passing', async (t) => {
+test('a lookup whose turn does not come within introspection.timeout_ms gets 503 with Retry-After', async (t) => {
+  const config = () => ({ introspection: { max_concurrent: 1, timeout_ms: 700 } });
+  await withHarness(config, async ({ as, url }) => {
+    const cached = as.issue({ scope: 'orders:read' });
+    t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
+    as.setFault('hang');
+    const before = as.introspectionCalls;
+    const replies = await fromDistinctClients(
+      url,
+      Array.from({ length: 5 }, () => unknownToken()),
+    );
+    t.true(replies.every((reply) => reply.status === 503));
+    for (const reply of replies) {
+      t.regex(String(reply.headers['retry-after']), /^[1-9]\d*$/);
+      t.is(reply.json().error, 'temporarily_unavailable');
+    }
+    t.true(as.introspectionCalls - before <= 2, 'the waiters never reached the AS');
+    t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
+  });
+});
+
+test('over max_calls_per_second, the AS sees at most the budget; the rest wait, then 503', async (t) => {
   const rate = 3;
-  const config = () => ({ introspection: { max_calls_per_second: rate } });
+  const config = () => ({ introspection: { max_calls_per_second: rate, timeout_ms: 1000 } });
   await withHarness(config, async ({ as, url }) => {
     const cached = as.issue({ scope: 'orders:read' });
     t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
@@ -106,23 +119,19 @@ test('over max_calls_per_second, unknown tokens get 503 while a cached token kee
 
     const before = as.introspectionCalls;
     const started = Date.now();
-    const replies: Reply[] = [];
-    for (let index = 0; index < 10; index += 1) {
-      replies.push(await send(`${url}/api/orders/1`, { headers: bearer(unknownToken()) }));
-    }
+    const replies = await fromDistinctClients(
+      url,
+      Array.from({ length: 20 }, () => unknownToken()),
+    );
     const elapsedSeconds = (Date.now() - started) / 1000;
     const reached = as.introspectionCalls - before;
-    // A bucket of `rate` plus what it refilled while the loop ran — never "all ten".
+    // A bucket of `rate` plus what it refilled while the burst ran — never all twenty.
     const allowed = rate + Math.ceil(elapsedSeconds * rate);
     t.true(reached <= allowed, `${reached} calls reached the AS, at most ${allowed} allowed`);
-    t.true(reached >= 1);
+    t.true(reached >= rate);
     const refused = replies.filter((reply) => reply.status === 503);
-    t.is(refused.length, 10 - reached, 'every token that did not reach the AS got 503');
+    t.is(refused.length, 20 - reached, 'every token that did not reach the AS got 503');
     t.is(replies.filter((reply) => reply.status === 401).length, reached);
-    for (const reply of refused) {
-      t.regex(String(reply.headers['retry-after']), /^[1-9]\d*$/);
-      t.is(reply.json().error, 'temporarily_unavailable');
-    }
 
     const calls = as.introspectionCalls;
     for (let index = 0; index < 3; index += 1) {
@@ -130,6 +139,92 @@ test('over max_calls_per_second, unknown tokens get 503 while a cached token kee
       t.is(reply.status, 200, 'the cached token keeps passing');
     }
     t.is(as.introspectionCalls, calls, 'cache hits spend no budget and reach no AS');
+  });
+});
+
+test('turns are shared between clients: a busy client cannot starve another', async (t) => {
+  const config = () => ({
+    introspection: { max_concurrent: 1, timeout_ms: 3000 },
+    fishing: { max_failures: 1000 },
+  });
+  await withHarness(config, async ({ as, url }) => {
+    as.setFault({ delayMs: 60 });
+    const busy = Array.from({ length: 60 }, () =>
+      send(`${url}/api/orders/1`, { from: '127.0.0.61', headers: bearer(unknownToken()) }),
+    );
+    t.true(await eventually(() => as.introspectionCalls >= 1, 5000));
+    const mine = Array.from({ length: 3 }, () => as.issue({ scope: 'orders:read' }));
+    const served = await Promise.all(
+      mine.map((token) =>
+        send(`${url}/api/orders/1`, { from: '127.0.0.62', headers: bearer(token) }),
+      ),
+    );
+    t.deepEqual(
+      served.map((reply) => reply.status),
+      [200, 200, 200],
+      'the other client was served although 60 lookups queued before it',
+    );
+    // Round robin: once both clients wait, they alternate — its three calls are at most two
+    // turns apart, however many the busy client had queued.
+    const turns = as.introspectedTokens;
+    const positions = mine.map((token) => turns.indexOf(token));
+    t.true(positions.every((position) => position >= 0));
+    t.true(
+      Math.max(...positions) - Math.min(...positions) <= 4,
+      `its calls were turns ${positions.join(', ')}`,
+    );
+    const statuses = (await Promise.all(busy)).map((reply) => reply.status);
+    t.true(
+      statuses.every((status) => status === 401 || status === 503),
+      statuses.join(' '),
+    );
+  });
+});
+
+test('a client with recent failures waits behind the others', async (t) => {
+  const config = () => ({
+    introspection: { max_concurrent: 1, timeout_ms: 5000 },
+    fishing: { max_failures: 1000 },
+  });
+  await withHarness(config, async ({ as, url }) => {
+    const suspect = '127.0.0.71';
+    // One failure makes the client a suspect.
+    t.is(
+      (await send(`${url}/api/orders/1`, { from: suspect, headers: bearer(unknownToken()) }))
+        .status,
+      401,
+    );
+    as.setFault({ delayMs: 300 });
+    const blocker = send(`${url}/api/orders/1`, {
+      from: '127.0.0.72',
+      headers: bearer(unknownToken()),
+    });
+    t.true(
+      await eventually(
+        () => as.maxConcurrentIntrospections >= 1 && as.introspectionCalls >= 2,
+        5000,
+      ),
+    );
+    // The suspect asks first, an honest client second; the slot frees for the honest one.
+    const suspectToken = unknownToken();
+    const honestToken = as.issue({ scope: 'orders:read' });
+    const suspectReply = send(`${url}/api/orders/1`, {
+      from: suspect,
+      headers: bearer(suspectToken),
+    });
+    await sleep(50);
+    const honestReply = send(`${url}/api/orders/1`, {
+      from: '127.0.0.73',
+      headers: bearer(honestToken),
+    });
+    t.is((await honestReply).status, 200);
+    t.is((await suspectReply).status, 401);
+    await blocker;
+    const turns = as.introspectedTokens;
+    t.true(
+      turns.indexOf(honestToken) < turns.indexOf(suspectToken),
+      'the honest client went first',
+    );
   });
 });
 

@@ -5,6 +5,12 @@
  * one lives negative_ttl, which is what keeps a token-guessing flood off the authorization
  * server. Concurrent lookups of one uncached token share a single introspection call.
  * Errors are never cached: the next request asks again.
+ *
+ * Active and negative answers live in two LRUs, each bounded on its own: a flood of distinct
+ * bad tokens only ever evicts other bad tokens, never a real user's active answer (which
+ * would send every real user back to the authorization server after the flood). A negative
+ * entry is one shared object; an active one keeps only what the checks and the identity
+ * headers need (see service.ts).
  */
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -27,24 +33,32 @@ export interface CacheLookup {
   result: CacheResult;
 }
 
-export interface TokenCacheOptions {
+export interface TokenCacheOptions<Requester = unknown> {
   maxEntries: number;
+  /** Bound of the negative LRU (default: maxEntries). */
+  maxNegativeEntries?: number;
   maxTtlSeconds: number;
   negativeTtlSeconds: number;
-  /** Produces the entry on a miss (the introspection call). */
-  load: (token: string) => Promise<CacheEntry>;
+  /** Produces the entry on a miss (the introspection call), for the first requester. */
+  load: (token: string, requester: Requester | undefined) => Promise<CacheEntry>;
   /** Told of every lookup as it is decided (before a miss's call ends, even if it fails). */
   onLookup?: (result: CacheResult) => void;
   nowSeconds?: () => number;
 }
 
-export interface TokenCache {
-  lookup(token: string, key?: string): Promise<CacheLookup>;
+/** The one negative entry every inactive answer shares. */
+export const INACTIVE: CacheEntry = Object.freeze({ active: false });
+
+export interface TokenCache<Requester = unknown> {
+  lookup(token: string, key?: string, requester?: Requester): Promise<CacheLookup>;
   /** A lookup of `key` now would not call `load`: cached (and fresh), or loading already. */
   has(key: string): boolean;
   /** The fresh cached entry, synchronously, without counting a lookup; undefined if none. */
   peek(key: string): CacheEntry | undefined;
+  /** Active and negative entries together. */
   readonly size: number;
+  readonly activeSize: number;
+  readonly negativeSize: number;
   clear(): void;
 }
 
@@ -54,12 +68,19 @@ export function tokenHash(token: string): string {
   return hash('sha256', token, 'base64url');
 }
 
-export function createTokenCache(options: TokenCacheOptions): TokenCache {
+export function createTokenCache<Requester = unknown>(
+  options: TokenCacheOptions<Requester>,
+): TokenCache<Requester> {
   const nowSeconds = options.nowSeconds ?? (() => Date.now() / 1000);
-  const entries = new LRUCache<string, CacheEntry>({
+  const active = new LRUCache<string, CacheEntry>({
     max: options.maxEntries,
     ttlAutopurge: false,
   });
+  const negative = new LRUCache<string, CacheEntry>({
+    max: options.maxNegativeEntries ?? options.maxEntries,
+    ttlAutopurge: false,
+  });
+  const get = (key: string): CacheEntry | undefined => active.get(key) ?? negative.get(key);
   const inFlight = new Map<string, Promise<CacheEntry>>();
   const onLookup = options.onLookup ?? (() => undefined);
 
@@ -71,8 +92,8 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   };
 
   return {
-    async lookup(token, key = tokenHash(token)) {
-      const cached = entries.get(key);
+    async lookup(token, key = tokenHash(token), requester) {
+      const cached = get(key);
       if (cached) {
         const result = cached.active ? 'hit' : 'negative_hit';
         onLookup(result);
@@ -84,22 +105,31 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
         return { entry: await pending, result: 'coalesced' };
       }
       onLookup('miss');
-      const loading = options.load(token);
+      const loading = options.load(token, requester);
       inFlight.set(key, loading);
       try {
         const entry = await loading;
         const ttl = ttlMs(entry);
-        if (ttl > 0) entries.set(key, entry, { ttl });
+        if (ttl > 0) (entry.active ? active : negative).set(key, entry, { ttl });
         return { entry, result: 'miss' };
       } finally {
         inFlight.delete(key);
       }
     },
-    has: (key) => entries.has(key) || inFlight.has(key),
-    peek: (key) => entries.get(key),
+    has: (key) => active.has(key) || negative.has(key) || inFlight.has(key),
+    peek: get,
     get size() {
-      return entries.size;
+      return active.size + negative.size;
     },
-    clear: () => entries.clear(),
+    get activeSize() {
+      return active.size;
+    },
+    get negativeSize() {
+      return negative.size;
+    },
+    clear() {
+      active.clear();
+      negative.clear();
+    },
   };
 }

@@ -197,7 +197,14 @@ const introspectionSchema = z
 
 const cacheSchema = z
   .strictObject({
-    max_entries: positiveInt.default(100000).describe('Bound of the token cache (LRU).'),
+    max_entries: positiveInt
+      .default(100000)
+      .describe('Bound of the active-answer cache (LRU): what real users are served from.'),
+    max_negative_entries: positiveInt
+      .default(100000)
+      .describe(
+        'Bound of the inactive-answer cache (a separate LRU: a flood of bad tokens never evicts a good one).',
+      ),
     max_ttl_seconds: nonNegativeInt
       .default(300)
       .describe('An active result lives min(max_ttl, exp - now); 0 disables caching.'),

@@ -52,6 +52,10 @@ export interface DevAuthorizationServer {
   readonly tokenEndpoint: string;
   /** Introspection requests received, whatever their outcome (refused ones included). */
   readonly introspectionCalls: number;
+  /** The most introspection requests this server was ever handling at once. */
+  readonly maxConcurrentIntrospections: number;
+  /** The `token` of each introspection request, in order of arrival (the tests' view of turns). */
+  readonly introspectedTokens: readonly string[];
   /** What the last introspection request carried (headers as Node parsed them). */
   readonly lastIntrospection?: {
     headers: Record<string, string | string[] | undefined>;
@@ -125,6 +129,9 @@ export async function startDevAuthorizationServer(
   const tokens = new Map<string, StoredToken>();
   let fault: IntrospectionFault = null;
   let introspectionCalls = 0;
+  let concurrentIntrospections = 0;
+  let maxConcurrentIntrospections = 0;
+  const introspectedTokens: string[] = [];
   let lastIntrospection: DevAuthorizationServer['lastIntrospection'];
   // Filled in once listening: the issuer is the origin, port included.
   const origin = { url: '' };
@@ -187,7 +194,13 @@ export async function startDevAuthorizationServer(
 
   const countIntrospection: DevMiddleware = async function countIntrospection(_ctx, next) {
     introspectionCalls += 1;
-    await next();
+    concurrentIntrospections += 1;
+    maxConcurrentIntrospections = Math.max(maxConcurrentIntrospections, concurrentIntrospections);
+    try {
+      await next();
+    } finally {
+      concurrentIntrospections -= 1;
+    }
   };
 
   // koa-bodyparser reads (and bounds) the body; the form itself is decoded from the raw text
@@ -213,6 +226,7 @@ export async function startDevAuthorizationServer(
     ctx.state.form = form;
     if (introspection) {
       lastIntrospection = { headers: { ...ctx.req.headers }, body: { ...form } };
+      if (form.token !== undefined) introspectedTokens.push(form.token);
     }
     // RFC 6749 §3.1: parameters MUST NOT be included more than once.
     if (duplicates.length > 0) {
@@ -370,6 +384,10 @@ export async function startDevAuthorizationServer(
     issuer: origin.url,
     introspectionEndpoint: `${origin.url}/oauth2/introspect`,
     tokenEndpoint: `${origin.url}/oauth2/token`,
+    get maxConcurrentIntrospections() {
+      return maxConcurrentIntrospections;
+    },
+    introspectedTokens,
     get introspectionCalls() {
       return introspectionCalls;
     },

@@ -49,6 +49,8 @@ export interface FishingGuard {
   release(clientKey: string): void;
   /** Admissions in flight for the client (0 when none). */
   inFlight(clientKey: string): number;
+  /** The client's failed presentations in the window. */
+  failures(clientKey: string): number;
   blockedClients(): number;
   trackedClients(): number;
   close(): void;
@@ -175,6 +177,7 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
       wakeWaiters(clientKey, entry);
     },
     inFlight: (clientKey) => pending.get(clientKey)?.inFlight ?? 0,
+    failures: (clientKey) => failureCount(clientKey, nowMs()),
     blockedClients() {
       unblockExpired(nowMs());
       return blocks.size;

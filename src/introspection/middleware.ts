@@ -20,14 +20,16 @@ export function introspectToken(
     const token = ctx.state.token as string;
     const key = tokenHash(token);
     ctx.state.tokenHash = key;
+    const clientKey = ctx.state.client?.key ?? 'unknown';
     if (!introspection.cache.has(key)) {
-      const clientKey = ctx.state.client?.key ?? 'unknown';
       const admission = await guard.admit(clientKey, options.admissionWaitMs);
       if (admission === 'blocked') throw blockedForFishing(guard.blockedFor(clientKey) || 1);
       if (admission === 'timeout') throw clientGuessesInFlight();
       ctx.state.admitted = true;
     }
-    const { entry, result } = await introspection.lookup(token, key);
+    // A client with failed presentations in the window waits behind the others for budget.
+    const suspect = guard.failures(clientKey) > 0;
+    const { entry, result } = await introspection.lookup(token, key, { clientKey, suspect });
     ctx.state.cacheResult = result;
     if (!entry.active) throw invalidToken('inactive', 'introspection: active is false');
     ctx.state.grant = entry;

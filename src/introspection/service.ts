@@ -14,29 +14,43 @@ import {
 } from '../errors.js';
 import {
   createTokenCache,
+  INACTIVE,
   type CacheEntry,
   type CacheLookup,
   type TokenCache,
 } from '../cache/token-cache.js';
 import type { GatewayMetrics, IntrospectionResult } from '../metrics/metrics.js';
 import { buildIdentityHeaders, compileIdentityMapping } from '../proxy/identity-headers.js';
-import { createIntrospectionBudget } from './budget.js';
+import { createIntern } from '../cache/intern.js';
+import { createIntrospectionBudget, type Requester } from './budget.js';
 import { parseScopes } from './check-claims.js';
 import {
   createIntrospectionClient,
   isAnswerAboutTheToken,
   UnexpectedAnswerError,
+  type Claims,
   type IntrospectionClient,
 } from './client.js';
+
+const NOBODY: Requester = { clientKey: 'unknown', suspect: false };
+const NO_SCOPES: ReadonlySet<string> = new Set();
 import { discoverIntrospectionEndpoint } from './discovery.js';
 
 export interface IntrospectionService {
   /** The endpoint is known (configured, or discovered). */
   readonly ready: boolean;
-  readonly cache: TokenCache;
-  lookup(token: string, key: string): Promise<CacheLookup>;
+  readonly cache: TokenCache<Requester>;
+  /** `requester` is who pays if the token is not cached: budget turns are shared per client. */
+  lookup(token: string, key: string, requester: Requester): Promise<CacheLookup>;
   close(): Promise<void>;
 }
+
+/**
+ * The claims an active cache entry keeps: what the per-request checks read (exp, nbf, iss,
+ * aud, the sender-constraint markers) and what fleet revocation matches on (sub,
+ * client_id). Identity headers are computed at load; the rest of the answer is dropped.
+ */
+const KEPT_CLAIMS = ['exp', 'nbf', 'iss', 'aud', 'token_type', 'sub', 'client_id'] as const;
 
 export function createIntrospectionService(
   config: Config,
@@ -49,6 +63,19 @@ export function createIntrospectionService(
     maxConcurrent: settings.max_concurrent,
     maxCallsPerSecond: settings.max_calls_per_second,
   });
+  const strings = createIntern((text: string) => text);
+  const scopeSets = createIntern((scope: string) => parseScopes(scope));
+  /** Only what KEPT_CLAIMS names, low-cardinality strings shared between entries. */
+  const compactClaims = (claims: Claims): Claims => {
+    const kept: Record<string, unknown> = {};
+    for (const name of KEPT_CLAIMS) {
+      const value = claims[name];
+      if (value === undefined) continue;
+      kept[name] = typeof value === 'string' && name !== 'sub' ? strings.get(value) : value;
+    }
+    if (claims.cnf !== undefined && claims.cnf !== null) kept.cnf = true;
+    return kept;
+  };
   let client: IntrospectionClient | undefined;
   let closed = false;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -106,27 +133,32 @@ export function createIntrospectionService(
       : authorizationServerUnavailable('TOKENGUARD_INTROSPECTION_STATUS', detail);
   };
 
-  const load = async (token: string): Promise<CacheEntry> => {
+  const load = async (token: string, requester: Requester | undefined): Promise<CacheEntry> => {
     if (!client) {
       throw authorizationServerUnavailable(
         'TOKENGUARD_DISCOVERY_PENDING',
         'introspection endpoint not discovered yet',
       );
     }
-    const refusal = budget.tryAcquire();
-    if (refusal) throw introspectionOverBudget(`introspection ${refusal} budget exhausted`);
+    const refusal = await budget.acquire(requester ?? NOBODY, settings.timeout_ms);
+    if (refusal) throw introspectionOverBudget(`introspection budget: ${refusal}`);
+    if (closed) {
+      budget.release();
+      throw authorizationServerUnavailable('TOKENGUARD_DRAINING', 'the gateway is stopping');
+    }
     const started = performance.now();
     let result: IntrospectionResult = 'error';
     try {
       const answer = await client.introspect(token);
       result = answer.active ? 'active' : 'inactive';
       lastGoodAnswerMs = Date.now();
-      if (!answer.active) return { active: false };
+      if (!answer.active) return INACTIVE;
+      const scope = answer.claims.scope;
       return {
         active: true,
-        claims: answer.claims,
-        scopes: parseScopes(answer.claims.scope),
-        identityHeaders: buildIdentityHeaders(answer.claims, identityMapping),
+        claims: compactClaims(answer.claims),
+        scopes: typeof scope === 'string' ? scopeSets.get(scope) : NO_SCOPES,
+        identityHeaders: buildIdentityHeaders(answer.claims, identityMapping, strings),
       };
     } catch (error) {
       result = 'error';
@@ -140,8 +172,9 @@ export function createIntrospectionService(
     }
   };
 
-  const cache = createTokenCache({
+  const cache = createTokenCache<Requester>({
     maxEntries: config.cache.max_entries,
+    maxNegativeEntries: config.cache.max_negative_entries,
     maxTtlSeconds: config.cache.max_ttl_seconds,
     negativeTtlSeconds: config.cache.negative_ttl_seconds,
     load,
@@ -153,9 +186,10 @@ export function createIntrospectionService(
       return client !== undefined;
     },
     cache,
-    lookup: (token, key) => cache.lookup(token, key),
+    lookup: (token, key, requester) => cache.lookup(token, key, requester),
     async close() {
       closed = true;
+      budget.close();
       if (retryTimer) clearTimeout(retryTimer);
       await client?.close();
     },

@@ -47,12 +47,18 @@ function claimToText(value: unknown): string | undefined {
 /**
  * @throws GatewayError 503: a value over 8 KiB makes the answer an authorization-server fault
  */
-export function buildIdentityHeaders(claims: Claims, mapping: IdentityMapping): IdentityHeaders {
+export function buildIdentityHeaders(
+  claims: Claims,
+  mapping: IdentityMapping,
+  /** Shares equal values between cache entries (client ids, scopes), when given. */
+  strings?: { get(text: string): string },
+): IdentityHeaders {
   const headers: [string, string][] = [];
   for (const [header, claim] of mapping) {
     const text = claimToText(claims[claim]);
     if (text === undefined) continue;
-    const value = encodeHeaderValue(text);
+    const encoded = encodeHeaderValue(text);
+    const value = strings && claim !== 'sub' ? strings.get(encoded) : encoded;
     if (value.length > MAX_IDENTITY_HEADER_BYTES) {
       throw authorizationServerUnavailable(
         'TOKENGUARD_IDENTITY_HEADER_TOO_LARGE',

@@ -1,13 +1,18 @@
 /**
- * Child-process roles for the benchmark, so the load generator, the proxy under test and the
- * upstream do not share an event loop: `node dist-bench/bench/servers.js ROLE [args]`.
- * Each role prints one JSON line `{"port": N}` once it listens on 127.0.0.1.
+ * Child-process roles for the benchmark, so the load generator, the proxies under test, the
+ * upstream and the authorization server never share an event loop:
+ *   node dist-bench/bench/servers.js upstream
+ *   node dist-bench/bench/servers.js as                 (BENCH_AS_LATENCY_MS: answer delay)
+ *   node dist-bench/bench/servers.js bare UPSTREAM_PORT
+ *   node dist-bench/bench/servers.js gateway CONFIG_FILE
+ * Each role prints one JSON line `{"port": N}` once it listens on 127.0.0.1. The gateway also
+ * prints `{"memory": …}` lines on SIGUSR2 (after a full GC when run with --expose-gc).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import httpProxy from 'http-proxy';
 import { createGateway } from '../src/app.js';
-import { parseConfig } from '../src/config/load.js';
+import { loadConfigFile } from '../src/config/load.js';
 import { createLogger } from '../src/log/logger.js';
 
 const [role, ...args] = process.argv.slice(2);
@@ -20,28 +25,51 @@ const announce = (server: http.Server) =>
 const BODY = JSON.stringify({ id: 42, status: 'shipped', items: [1, 2, 3] });
 
 if (role === 'upstream') {
-  // The API and the authorization server in one process: both are cheap here.
   const server = http.createServer((req, res) => {
-    if (req.url === '/introspect') {
-      req.resume();
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        res.end(
-          JSON.stringify({
-            active: true,
-            scope: 'orders:read',
-            sub: 'bench',
-            client_id: 'bench',
-            exp: Math.floor(Date.now() / 1000) + 3600,
-          }),
-        );
-      });
-      return;
-    }
     req.resume();
     req.on('end', () => {
       res.setHeader('content-type', 'application/json');
       res.end(BODY);
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.listen(0, '127.0.0.1', () => announce(server));
+} else if (role === 'as') {
+  // An RFC 7662 endpoint: tokens starting `good-` are active (orders:read), any other is
+  // not. It counts its calls (GET /__stats) and answers after BENCH_AS_LATENCY_MS.
+  const latencyMs = Number(process.env.BENCH_AS_LATENCY_MS ?? 0);
+  let calls = 0;
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  const server = http.createServer((req, res) => {
+    if (req.url === '/__stats') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ calls }));
+      return;
+    }
+    calls += 1;
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      const token = new URLSearchParams(body).get('token') ?? '';
+      const answer = token.startsWith('good-')
+        ? JSON.stringify({
+            active: true,
+            scope: 'orders:read',
+            sub: `user-${token.slice(5, 13)}`,
+            client_id: 'bench-app',
+            iss: 'https://as.bench.test',
+            exp,
+          })
+        : '{"active":false}';
+      const send = () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(answer);
+      };
+      if (latencyMs > 0) setTimeout(send, latencyMs);
+      else send();
     });
   });
   server.keepAliveTimeout = 65_000;
@@ -58,30 +86,22 @@ if (role === 'upstream') {
   server.keepAliveTimeout = 65_000;
   server.listen(0, '127.0.0.1', () => announce(server));
 } else if (role === 'gateway') {
-  const port = args[0];
-  const config = parseConfig(
-    `server: {host: 127.0.0.1, port: 0}
-admin: {host: 127.0.0.1, port: 0}
-upstream: {url: "http://127.0.0.1:${port}"}
-introspection: {endpoint: "http://127.0.0.1:${port}/introspect", client_id: bench, client_secret: bench}
-routes:
-  - {name: health, path: /healthz, methods: [GET], auth: none}
-  - {name: orders-read, path: /api/orders/:id, methods: [GET], scopes: [orders:read]}
-  - {name: orders-write, prefix: /api/orders, methods: [POST, PUT, DELETE], scopes: [orders:write]}
-forward:
-  identity_headers: {X-Auth-Subject: sub, X-Auth-Client-Id: client_id, X-Auth-Scope: scope}
-log: {level: info, access_log: true}
-`,
-    'bench.yaml',
-    {},
-  );
+  const config = loadConfigFile(args[0] as string);
   // Access logs on, as in production; written to /dev/null through pino's async destination.
   const { default: pino } = await import('pino');
   const logger = createLogger(
-    'info',
+    config.log.level,
     pino.destination({ dest: '/dev/null', sync: false, minLength: 4096 }),
   );
   const gateway = createGateway(config, logger);
+  process.on('SIGUSR2', () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
+    const memory = process.memoryUsage();
+    process.stdout.write(
+      `${JSON.stringify({ memory: { ...memory, cacheEntries: gateway.introspection.cache.size } })}\n`,
+    );
+  });
   const { proxy } = await gateway.listen();
   process.stdout.write(`${JSON.stringify({ port: proxy.port })}\n`);
 } else {

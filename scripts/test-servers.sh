@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real servers the test suite starts on loopback besides its own: Tomcat 10 (with a JDK
-# to compile its test servlet), Go (to build its test server) and nginx — the upstreams of the
-# differential tests. Installed from Debian when missing (as root, or through sudo), never
+# to compile its test servlet), Go (to build its test server), nginx and Caddy — the upstreams
+# of the differential tests. Installed from Debian when missing (as root, or through sudo), never
 # started as services: each test starts and stops its own instance. Without them the suite
 # fails loudly rather than skipping (`npm test` runs this first; so does .ci/run).
 set -euo pipefail
@@ -11,6 +11,7 @@ declare -A NEEDS=(
   [/usr/bin/javac]=default-jdk-headless
   [/usr/bin/go]=golang-go
   [/usr/sbin/nginx]=nginx-light
+  [/usr/bin/caddy]=caddy
 )
 missing=()
 for path in "${!NEEDS[@]}"; do

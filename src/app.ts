@@ -21,7 +21,7 @@ import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
 import { createCachedPass } from './cached-pass.js';
 import { createConnections, limitConnections } from './connections.js';
 import { createAccessLog } from './log/access-log.js';
-import { createRequestRecorder, observeRequest } from './observe-request.js';
+import { createRequestRecorder, createTarpit, observeRequest } from './observe-request.js';
 import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
 import { createRouteTable, type RouteTable } from './policy/route-table.js';
 import { closeAfterwards, createForwarder } from './proxy/forwarder.js';
@@ -91,7 +91,8 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     trustedProxies: config.server.trusted_proxies,
     ipv6PrefixLength: config.fishing.ipv6_prefix_length,
   });
-  const recorder = createRequestRecorder(metrics, createAccessLog(logger, config.log.access_log));
+  const accessLog = createAccessLog(logger, config.log.access_log);
+  const recorder = createRequestRecorder(metrics, accessLog);
 
   const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
     refuseBlockedClients(fishing, metrics),
@@ -120,7 +121,8 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   app.silent = true;
   app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
   app.use(recogniseUpgrade);
-  app.use(observeRequest({ recorder, logger, isDraining }));
+  const tarpit = createTarpit();
+  app.use(observeRequest({ recorder, logger, isDraining, tarpit }));
   app.use(refuseUnsafeRequests());
   app.use(identifyClient(identifier));
   app.use(matchRoute(routes));
@@ -229,6 +231,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
     async drain(graceMs = config.server.shutdown_grace_seconds * 1000) {
       if (draining) return;
       draining = true;
+      tarpit.release(); // held refusals are written now, not cut by the close
       logger.info({ event: 'draining', grace_ms: graceMs }, 'draining');
       const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
       proxyServer.closeIdleConnections();
@@ -246,6 +249,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
       await introspection.close();
       await new Promise<void>((resolve) => adminServer.close(() => resolve()));
       adminServer.closeAllConnections();
+      accessLog.flush();
       logger.info({ event: 'stopped' }, 'tokenguard stopped');
     },
   };

@@ -52,6 +52,8 @@ export interface GatewayErrorOptions {
   closeConnection?: boolean | undefined;
   /** For 405: the `Allow` field (RFC 9110 §15.5.6). */
   allow?: string | undefined;
+  /** Hold the answer back for a moment (a blocked client hammering: the tarpit). */
+  hold?: boolean | undefined;
 }
 
 export class GatewayError extends Error {
@@ -66,6 +68,7 @@ export class GatewayError extends Error {
   readonly requiredScope: string | undefined;
   readonly closeConnection: boolean;
   readonly allow: string | undefined;
+  readonly hold: boolean;
 
   constructor(options: GatewayErrorOptions) {
     super(options.description);
@@ -81,6 +84,7 @@ export class GatewayError extends Error {
     this.requiredScope = options.requiredScope;
     this.closeConnection = options.closeConnection ?? false;
     this.allow = options.allow;
+    this.hold = options.hold ?? false;
   }
 }
 
@@ -129,8 +133,9 @@ export const insufficientScope = (requiredScope: string): GatewayError =>
     requiredScope,
   });
 
-export const blockedForFishing = (retryAfterSeconds: number): GatewayError =>
+export const blockedForFishing = (retryAfterSeconds: number, hold = false): GatewayError =>
   new GatewayError({
+    hold,
     status: 429,
     oauthError: 'too_many_requests',
     code: 'TOKENGUARD_CLIENT_BLOCKED',

@@ -18,6 +18,45 @@ export interface ObserveOptions {
   recorder: RequestRecorder;
   logger: Logger;
   isDraining: () => boolean;
+  tarpit: Tarpit;
+}
+
+/**
+ * Answers to a blocked client that keeps hammering (more than a few 429s a second, see
+ * FishingGuard.hammering) are held for a moment before they are written: a fisher that
+ * keeps its connections busy with requests it knows will be refused then gets one refusal
+ * per connection per second instead of thousands, and cannot turn its block into CPU load
+ * on the gateway (the legitimate clients beside it keep their latency). Bounded: past
+ * `maxHeld` waiting answers, they go at once.
+ */
+export interface Tarpit {
+  hold(write: () => void): void;
+  /** Writes everything held (draining). */
+  release(): void;
+}
+
+export function createTarpit(delayMs = 1000, maxHeld = 10_000): Tarpit {
+  const held = new Map<NodeJS.Timeout, () => void>();
+  return {
+    hold(write) {
+      if (held.size >= maxHeld) {
+        write();
+        return;
+      }
+      const timer = setTimeout(() => {
+        held.delete(timer);
+        write();
+      }, delayMs);
+      held.set(timer, write);
+    },
+    release() {
+      for (const [timer, write] of held) {
+        clearTimeout(timer);
+        write();
+      }
+      held.clear();
+    },
+  };
 }
 
 /** One metric sample and one access line per request, for the Koa pipeline and the cached pass alike. */
@@ -82,7 +121,7 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
     } catch (error) {
       failure = asGatewayError(error, logger);
       outcome = failure.outcome;
-      renderError(ctx, failure);
+      renderError(ctx, failure, options.tarpit);
     }
     const { state } = ctx;
     recorder.record(
@@ -131,9 +170,11 @@ function challenge(error: GatewayError): string | undefined {
   return value;
 }
 
-export function renderError(ctx: GatewayContext, error: GatewayError): void {
+export function renderError(ctx: GatewayContext, error: GatewayError, tarpit?: Tarpit): void {
   ctx.respond = false;
-  writeRefusal(ctx.req, ctx.res, error, ctx.state.upgrade !== undefined);
+  const upgrade = ctx.state.upgrade !== undefined;
+  if (error.hold && tarpit) tarpit.hold(() => writeRefusal(ctx.req, ctx.res, error, upgrade));
+  else writeRefusal(ctx.req, ctx.res, error, upgrade);
 }
 
 /**

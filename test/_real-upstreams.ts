@@ -2,13 +2,15 @@
  * Real upstream servers from other ecosystems, for differential tests (issue "P3
  * Unbypassable"): Apache Tomcat 10 (Debian's tomcat10 on the JDK its package would pick),
  * Go's net/http (Debian's golang-go, standard library only) as a bare Handler and as a
- * ServeMux, and nginx. A test asserts what such a server *executed* — the path it dispatched
- * on, the method, the identity headers it saw — not only what the gateway answered.
+ * ServeMux, nginx, and Caddy 2.6 (Debian's caddy). A test asserts what such a server
+ * *executed* — the path it dispatched on, the method, the identity headers it saw — not only
+ * what the gateway answered.
  *
  * Each server runs as a child process on 127.0.0.1 in a fresh temp dir, answers every request
  * it executes with 200 and a JSON record of it, and appends the same record as one JSON line to
- * a log file; `executed()` reads that file, so requests whose answer never came back to a
- * client (a smuggled one) are seen too. The fixture sources live in test/fixtures/upstreams/.
+ * a log file (Caddy: its JSON access log, turned into the same record); `executed()` reads
+ * that file, so requests whose answer never came back to a client (a smuggled one) are seen
+ * too. The fixture sources live in test/fixtures/upstreams/.
  * A missing binary is an error that says which Debian package to install: these tests fail,
  * never skip. Every wait is bounded; `close()` stops the process by its PID (SIGTERM, then
  * SIGKILL) and removes the temp dir, and an exit hook kills whatever a crashed run left.
@@ -23,30 +25,33 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './_harness.js';
 
-export type UpstreamName = 'tomcat' | 'go' | 'go-mux' | 'nginx';
+export type UpstreamName = 'tomcat' | 'go' | 'go-mux' | 'nginx' | 'caddy';
 
 /** One request a real server executed: its handler ran (not refused by the server's parser). */
 export interface Executed {
   server: UpstreamName;
   /** Which handler ran: Tomcat's servlet name (`echo` at `/`, `admin` at `/admin/*`), the
-   *  ServeMux pattern's (`echo`, `admin`), nginx's location (`echo`, `admin`), `plain` for
-   *  Go's bare Handler. */
+   *  ServeMux pattern's (`echo`, `admin`), nginx's location (`echo`, `admin`), Caddy's handle
+   *  (`admin` for `path /admin /admin/*`, else `echo`), `plain` for Go's bare Handler. */
   handler: string;
   method: string;
   /** The path the server dispatched on, decoded as it decodes it (Tomcat: servletPath +
-   *  pathInfo; Go: r.URL.Path; nginx: $uri). */
+   *  pathInfo; Go: r.URL.Path; nginx: $uri; Caddy: its access log's `uri` path %-decoded, the
+   *  r.URL.Path its `path` matcher lower-cases and trims trailing dots and spaces from). */
   path: string;
   /** The request-target as received (Tomcat: getRequestURI() + `?` + query). */
   rawTarget: string;
   /** Lower-case names; repeated fields joined with `, `. nginx logs only a fixed list (see its
-   *  conf) and cannot tell an empty field from a missing one: empty ones are left out. */
+   *  conf) and cannot tell an empty field from a missing one: empty ones are left out. Caddy
+   *  logs r.Header, which net/http has taken Transfer-Encoding out of. */
   headers: Record<string, string>;
   /** The TCP port of the peer (the gateway's upstream connection). */
   remotePort: number;
-  /** Body bytes the handler read (Go and Tomcat; Tomcat reads none for GET and HEAD). */
+  /** Body bytes the handler read (Go and Tomcat; Tomcat reads none for GET and HEAD; Caddy's
+   *  `respond` reads none). */
   bodyBytes?: number;
   bodyError?: string;
-  /** The whole record as the server wrote it. */
+  /** The whole record as the server wrote it (Caddy: `access` is its access log line). */
   record: Record<string, unknown>;
 }
 
@@ -383,6 +388,8 @@ interface UpstreamParts {
   log: LogReader;
   /** Which of the log's records are this upstream's executed requests. */
   accept: (record: Record<string, unknown>) => boolean;
+  /** Turns a log line into the record shape `toExecuted` reads (Caddy's access log). */
+  toRecord?: (line: Record<string, unknown>) => Record<string, unknown>;
   diagnostics: () => Promise<string>;
   close: () => Promise<void>;
 }
@@ -394,7 +401,8 @@ function realUpstream(parts: UpstreamParts): RealUpstream {
     port: parts.port,
     pid: parts.child.pid,
     async executed({ quietMs = 100 } = {}) {
-      const records = await parts.log.read(quietMs);
+      const lines = await parts.log.read(quietMs);
+      const records = parts.toRecord ? lines.map(parts.toRecord) : lines;
       return records.filter(parts.accept).map((record) => toExecuted(parts.name, record));
     },
     clear: () => parts.log.mark(),
@@ -678,6 +686,117 @@ export async function startNginx(): Promise<RealUpstream> {
   }
 }
 
+/**
+ * %-decodes a path as Go's url.PathUnescape does (`+` stays `+`; the bytes read as UTF-8).
+ * Malformed escapes are left as they are: net/http refuses such a request before Caddy runs.
+ */
+function percentDecode(text: string): string {
+  const bytes = Buffer.from(text, 'utf8');
+  const out: number[] = [];
+  for (let index = 0; index < bytes.length; index += 1) {
+    const hex = bytes.subarray(index + 1, index + 3).toString('latin1');
+    if (bytes[index] === 0x25 && /^[0-9A-Fa-f]{2}$/.test(hex)) {
+      out.push(Number.parseInt(hex, 16));
+      index += 2;
+    } else {
+      out.push(bytes[index] as number);
+    }
+  }
+  return Buffer.from(out).toString('utf8');
+}
+
+/**
+ * One line of Caddy's JSON access log as an executed-request record: `handler` from the
+ * `X-Handler` response header its handle set (empty when no handle ran), `path` the `uri`'s
+ * path %-decoded, `headers` r.Header with `host` from `request.host` (net/http moves it out).
+ */
+function caddyRecord(line: Record<string, unknown>): Record<string, unknown> {
+  const request = (line.request ?? {}) as Record<string, unknown>;
+  const respHeaders = (line.resp_headers ?? {}) as Record<string, unknown>;
+  const first = (values: unknown) => (Array.isArray(values) ? str(values[0]) : '');
+  const headers: Record<string, string> = {};
+  for (const [name, values] of Object.entries((request.headers ?? {}) as Record<string, unknown>)) {
+    if (Array.isArray(values)) headers[name.toLowerCase()] = values.map(str).join(', ');
+  }
+  headers.host = str(request.host);
+  const uri = str(request.uri);
+  // An absolute-form target is logged as received; its path starts after the authority.
+  const origin = uri.replace(/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?]*/, '');
+  const queryAt = origin.indexOf('?');
+  return {
+    server: 'caddy',
+    handler: first(respHeaders['X-Handler']),
+    status: line.status,
+    method: str(request.method),
+    path: percentDecode(queryAt === -1 ? origin : origin.slice(0, queryAt)),
+    rawTarget: uri,
+    protocol: str(request.proto),
+    remotePort: Number(str(request.remote_port)),
+    headers,
+    access: line,
+  };
+}
+
+/**
+ * Caddy from Debian's package (2.6.x): the fixture's Caddyfile (test/fixtures/upstreams/caddy)
+ * with `@admin path /admin /admin/*` handled as `admin` and everything else as `echo`, run in
+ * the foreground with `caddy run --config FILE --adapter caddyfile`; HOME and the XDG dirs
+ * (where it would autosave its config and keep certificates) are inside the temp dir. Only
+ * requests a handle ran count as executed (`X-Handler` set); the access log has them all.
+ */
+export async function startCaddy(): Promise<RealUpstream> {
+  const candidates = ['/usr/bin/caddy', ...onPath('caddy')];
+  const caddy = findExecutable(candidates);
+  if (!caddy) throw new MissingToolError('caddy', 'caddy', candidates, 'apt-get install -y caddy');
+  const template = await readFile(path.join(FIXTURES, 'caddy', 'Caddyfile'), 'utf8');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tokenguard-caddy-'));
+  try {
+    const conf = path.join(dir, 'Caddyfile');
+    const logFile = path.join(dir, 'access.log');
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: dir,
+      XDG_CONFIG_HOME: path.join(dir, 'config'),
+      XDG_DATA_HOME: path.join(dir, 'data'),
+      XDG_CACHE_HOME: path.join(dir, 'cache'),
+    };
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const port = await freePort();
+      await writeFile(conf, template.replaceAll('@DIR@', dir).replaceAll('@PORT@', String(port)));
+      const child = startChild(caddy, ['run', '--config', conf, '--adapter', 'caddyfile'], {
+        cwd: dir,
+        env,
+      });
+      const diagnostics = async () => `caddy: ${caddy}\n${child.output().slice(-4000)}`;
+      try {
+        await waitReady('caddy', child, `http://127.0.0.1:${port}`, diagnostics);
+      } catch (error) {
+        await child.stop();
+        lastError = error;
+        if (/address already in use/i.test(child.output())) continue;
+        throw error;
+      }
+      const log = logReader(logFile);
+      await log.mark();
+      return realUpstream({
+        name: 'caddy',
+        port,
+        child,
+        log,
+        toRecord: caddyRecord,
+        accept: (record) => record.handler === 'echo' || record.handler === 'admin',
+        diagnostics,
+        close: closer(child, dir),
+      });
+    }
+    throw lastError;
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
 /** Every real upstream, started side by side; each entry is the server or why it did not start. */
 export async function startRealUpstreams(): Promise<
   Record<UpstreamName, RealUpstream | { error: Error }>
@@ -685,11 +804,17 @@ export async function startRealUpstreams(): Promise<
   const asError = (error: unknown) => ({
     error: error instanceof Error ? error : new Error(String(error)),
   });
-  const [tomcat, go, nginx] = await Promise.allSettled([startTomcat(), startGo(), startNginx()]);
+  const [tomcat, go, nginx, caddy] = await Promise.allSettled([
+    startTomcat(),
+    startGo(),
+    startNginx(),
+    startCaddy(),
+  ]);
   return {
     tomcat: tomcat.status === 'fulfilled' ? tomcat.value : asError(tomcat.reason),
     go: go.status === 'fulfilled' ? go.value.plain : asError(go.reason),
     'go-mux': go.status === 'fulfilled' ? go.value.mux : asError(go.reason),
     nginx: nginx.status === 'fulfilled' ? nginx.value : asError(nginx.reason),
+    caddy: caddy.status === 'fulfilled' ? caddy.value : asError(caddy.reason),
   };
 }

@@ -1,14 +1,14 @@
 /**
  * Differential tests (issue "P3 Unbypassable"): the gateway in front of real servers that
- * other ecosystems use — Apache Tomcat 10, Go's net/http (a bare Handler and a ServeMux) and
- * nginx — started by test/_real-upstreams.ts. A bypass is a request the gateway judges as one
- * thing and the upstream executes as another, so every row asserts both the gateway's status
+ * other ecosystems use — Apache Tomcat 10, Go's net/http (a bare Handler and a ServeMux), nginx
+ * and Caddy 2.6 — started by test/_real-upstreams.ts. A bypass is a request the gateway judges
+ * as one thing and the upstream executes as another, so every row asserts both the gateway's status
  * and what the real upstream *executed* (the path it dispatched on, the method, the identity
  * headers it saw), or that it executed nothing. Each row names what motivates it.
  *
  * The contract is PRODUCT.md ("Routing", "What the upstream receives"). Requests are written
  * as raw bytes on their own TCP connection: exact bytes matter here. Each upstream's rows run
- * one at a time (a lane per upstream, since a row reads that upstream's log), the four lanes
+ * one at a time (a lane per upstream, since a row reads that upstream's log), the five lanes
  * side by side. Rows that may poison the gateway's pooled upstream connections (upgrade
  * smuggling) get a gateway of their own, closed before the upstream's log is read, so a
  * request stuck in the upstream is recorded (and nothing leaks into the next row).
@@ -24,7 +24,7 @@ import {
   type UpstreamName,
 } from './_real-upstreams.js';
 
-const UPSTREAMS: readonly UpstreamName[] = ['tomcat', 'go', 'go-mux', 'nginx'];
+const UPSTREAMS: readonly UpstreamName[] = ['tomcat', 'go', 'go-mux', 'nginx', 'caddy'];
 type Mode = 'deny' | 'authenticate';
 const MODES: readonly Mode[] = ['deny', 'authenticate'];
 
@@ -465,6 +465,25 @@ const PATH_ROWS: Row[] = [
   refused('/adm%C4%B0n/users', 'U+0130 İ: lower-cases to an ASCII i'),
   refused('/admin/%C5%BFecret', 'U+017F long s: upper-cases to an ASCII S'),
   refused('/%E2%84%AAey', 'U+212A Kelvin sign: lower-cases to an ASCII k'),
+  // With the reader token: under authenticate, a path the gateway did not read as /admin would
+  // be forwarded, and Caddy's `path /admin /admin/*` would run its admin handle (/admin.,
+  // /admin%20, /Admin.).
+  ...[
+    '/admin.',
+    '/admin./users',
+    '/admin..',
+    '/admin%20',
+    '/admin%2E',
+    '/admin%2E%20',
+    '/Admin.',
+    '/public.',
+    '/public/x.',
+  ].map((target) =>
+    refused(
+      target,
+      "red team: Caddy's path matcher, IIS and Windows trim trailing dots and spaces (a segment ending in . or space is refused)",
+    ),
+  ),
   {
     title: '/public\\..\\admin → 400',
     why: 'raw "\\": a Windows or Java upstream resolves it as "/" (Tomcat ALLOW_BACKSLASH)',

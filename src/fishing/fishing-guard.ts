@@ -51,6 +51,11 @@ export interface FishingGuard {
   inFlight(clientKey: string): number;
   /** The client's failed presentations in the window. */
   failures(clientKey: string): number;
+  /**
+   * Counts a refusal of a blocked client; true once it gets more than a few per second — a
+   * client hammering through its block, whose answers are then held back (the tarpit).
+   */
+  hammering(clientKey: string): boolean;
   blockedClients(): number;
   trackedClients(): number;
   close(): void;
@@ -63,6 +68,8 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
   const failures = new LRUCache<string, number[]>({ max: options.maxClients });
   /** Block end per blocked client; bounded too — by the same budget. */
   const blocks = new Map<string, number>();
+  /** Refusals per blocked client in the current second (cleared with the block). */
+  const refusals = new Map<string, { second: number; count: number }>();
   /** Admissions in flight and requests waiting for one, per client that has any. */
   const pending = new Map<string, Pending>();
 
@@ -70,6 +77,7 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
     for (const [key, until] of blocks) {
       if (until > now) continue;
       blocks.delete(key);
+      refusals.delete(key);
       options.logger.info({ event: 'fishing_unblock', client: key }, 'client unblocked');
     }
   };
@@ -108,6 +116,7 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
       if (until !== undefined) {
         if (until > now) return Math.max(1, Math.ceil((until - now) / 1000));
         blocks.delete(clientKey);
+        refusals.delete(clientKey);
         options.logger.info({ event: 'fishing_unblock', client: clientKey }, 'client unblocked');
       }
       const list = recentFailures(clientKey, now);
@@ -178,6 +187,17 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
     },
     inFlight: (clientKey) => pending.get(clientKey)?.inFlight ?? 0,
     failures: (clientKey) => failureCount(clientKey, nowMs()),
+    hammering(clientKey) {
+      if (!blocks.has(clientKey)) return false;
+      const second = Math.floor(nowMs() / 1000);
+      const seen = refusals.get(clientKey);
+      if (!seen || seen.second !== second) {
+        refusals.set(clientKey, { second, count: 1 });
+        return false;
+      }
+      seen.count += 1;
+      return seen.count > HAMMERING_PER_SECOND;
+    },
     blockedClients() {
       unblockExpired(nowMs());
       return blocks.size;
@@ -193,6 +213,9 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
   };
   return guard;
 }
+
+/** Refusals per second a blocked client gets at once; the ones beyond are held back. */
+const HAMMERING_PER_SECOND = 10;
 
 interface Waiter {
   settle(admission: Admission): void;

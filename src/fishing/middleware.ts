@@ -19,7 +19,7 @@ export function refuseBlockedClients(
     const retryAfter = guard.blockedFor(clientKey);
     if (retryAfter > 0) {
       metrics.fishingBlockedRequests.inc();
-      throw blockedForFishing(retryAfter);
+      throw blockedForFishing(retryAfter, guard.hammering(clientKey));
     }
     try {
       await next();

@@ -23,7 +23,9 @@ export function introspectToken(
     const clientKey = ctx.state.client?.key ?? 'unknown';
     if (!introspection.cache.has(key)) {
       const admission = await guard.admit(clientKey, options.admissionWaitMs);
-      if (admission === 'blocked') throw blockedForFishing(guard.blockedFor(clientKey) || 1);
+      if (admission === 'blocked') {
+        throw blockedForFishing(guard.blockedFor(clientKey) || 1, guard.hammering(clientKey));
+      }
       if (admission === 'timeout') throw clientGuessesInFlight();
       ctx.state.admitted = true;
     }

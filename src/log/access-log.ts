@@ -28,6 +28,8 @@ export interface AccessLine {
 export interface AccessLog {
   readonly enabled: boolean;
   write(line: AccessLine): void;
+  /** Hands the lines still batched to pino's destination now (shutdown). */
+  flush(): void;
 }
 
 const INFO = 30;
@@ -37,6 +39,14 @@ const JSON_SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 export const jsonString = (value: string): string =>
   JSON_SAFE.test(value) ? `"${value}"` : JSON.stringify(value);
 
+/** Lines are batched per turn of the event loop; a batch this large goes at once. */
+const MAX_BATCH_CHARS = 16 * 1024;
+
+/**
+ * Lines are handed to pino's destination (SonicBoom) in one string per turn of the event
+ * loop: SonicBoom measures the byte length of the string it is appending to on every write,
+ * which flattens it — per line, that is quadratic in the lines waiting for the disk.
+ */
 export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[
     pino.symbols.streamSym
@@ -44,8 +54,21 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   // The base bindings as pino writes them (`,"service":"tokenguard"`).
   const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
   const on = enabled && logger.isLevelEnabled('info') && stream !== undefined;
+  // Only SonicBoom (pino's own destination: it has flushSync) pays for appends; any other
+  // destination gets each line as it is made.
+  const batching = typeof (stream as { flushSync?: unknown } | undefined)?.flushSync === 'function';
+  let batch: string[] = [];
+  let batchChars = 0;
+  const flush = () => {
+    if (batch.length === 0) return;
+    const text = batch.join('');
+    batch = [];
+    batchChars = 0;
+    stream?.write(text);
+  };
   return {
     enabled: on,
+    flush,
     write(line) {
       if (!on) return;
       let text = `{"level":${INFO},"time":${Date.now()}${bindings},"event":"access","method":"${line.method}"`;
@@ -56,7 +79,15 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
       if (line.token !== undefined) text += `,"token":"${line.token}"`;
       if (line.code !== undefined) text += `,"code":"${line.code}"`;
       if (line.detail !== undefined) text += `,"detail":${jsonString(line.detail)}`;
-      stream.write(`${text},"msg":"request"}\n`);
+      text += ',"msg":"request"}\n';
+      if (!batching) {
+        stream?.write(text);
+        return;
+      }
+      if (batch.length === 0) setImmediate(flush);
+      batch.push(text);
+      batchChars += text.length;
+      if (batchChars >= MAX_BATCH_CHARS) flush();
     },
   };
 }

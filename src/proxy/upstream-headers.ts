@@ -208,7 +208,9 @@ function connectionTokens(value: string): ReadonlySet<string> {
 /** Hop-by-hop fields of an upstream response (a `Trailer` field crashes http-proxy). */
 export function rewriteResponseHeaders(headers: IncomingHttpHeaders): void {
   const named = headers.connection ? connectionTokens(headers.connection) : NO_TOKENS;
-  for (const name of Object.keys(headers)) {
-    if (HOP_BY_HOP.has(name) || named.has(name)) delete headers[name];
+  for (const name in headers) {
+    // Cleared, not deleted: a delete turns the object into a slow dictionary, and
+    // http-proxy (and the WebSocket relay) skip undefined values alike.
+    if (HOP_BY_HOP.has(name) || named.has(name)) headers[name] = undefined;
   }
 }

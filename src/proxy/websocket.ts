@@ -151,7 +151,7 @@ function responseHead(upstreamRes: IncomingMessage, statusLine: string, upgraded
   for (let index = 0; index < raw.length; index += 2) {
     const name = raw[index] as string;
     const lower = name.toLowerCase();
-    if (HANDSHAKE_OWNED.has(lower) || !(lower in headers)) continue;
+    if (HANDSHAKE_OWNED.has(lower) || headers[lower] === undefined) continue;
     head += `${name}: ${raw[index + 1] as string}\r\n`;
   }
   head += upgraded ? 'Connection: Upgrade\r\nUpgrade: websocket\r\n' : 'Connection: close\r\n';

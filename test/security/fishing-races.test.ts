@@ -197,3 +197,29 @@ test('admission: a waiter whose turn does not come within its wait gets timeout'
     guard.close();
   }
 });
+
+test('hammering: a blocked client past a few refusals a second has its answers held back', (t) => {
+  let now = 1_000_000;
+  const guard = createFishingGuard({
+    ...guardOptions,
+    maxFailures: 1,
+    logger: silentLogger(),
+    nowMs: () => now,
+  });
+  try {
+    t.false(guard.hammering('c'), 'not blocked: never held');
+    guard.recordFailure('c');
+    t.true(guard.blockedFor('c') > 0);
+    const verdicts = Array.from({ length: 15 }, () => guard.hammering('c'));
+    t.deepEqual(
+      verdicts,
+      [...Array.from({ length: 10 }, () => false), ...Array.from({ length: 5 }, () => true)],
+      'the first ten refusals of a second go at once, the rest are held',
+    );
+    now += 1000;
+    t.false(guard.hammering('c'), 'a new second starts a new count');
+    t.false(guard.hammering('other'), 'only blocked clients are counted');
+  } finally {
+    guard.close();
+  }
+});

@@ -46,7 +46,8 @@ COPY package.json ./
 # V8's floor of about 256 MiB on 64-bit. Above ~1 GiB the default is therefore safe; below it
 # the heap may exceed the container limit and the kernel OOM-kills the pod before V8 collects.
 # So the image keeps Node's cgroup-aware default, and the Kubernetes manifests, which know the
-# limit, set --max-old-space-size to about 60 % of it in NODE_OPTIONS (k8s/base/deployment.yaml).
+# limit, derive --max-old-space-size from it (62.5 %, through a resourceFieldRef divisor) in
+# NODE_OPTIONS (k8s/base/deployment.yaml, docs/kubernetes.md "Heap").
 # Source maps make stack traces in the logs point at src/*.ts.
 ENV NODE_ENV=production \
     NODE_OPTIONS="--enable-source-maps" \

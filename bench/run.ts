@@ -534,7 +534,9 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
       const rssMiB = mib(after.rss);
       check(
         'memory',
-        `${tokens} cached tokens ≤ 150 MiB RSS (settled)`,
+        tokens >= 100_000
+          ? `${tokens} cached tokens ≤ 150 MiB RSS (settled)`
+          : `${tokens} cached tokens: RSS (the 150 MiB target is for 100,000; informational)`,
         `${rssMiB.toFixed(0)} MiB settled, ${mib(filledUp.rss).toFixed(0)} MiB just filled; ${perEntry.toFixed(0)} B heap per entry`,
         rssMiB <= 150 || tokens < 100_000,
       );

@@ -226,6 +226,7 @@ test('the broken manifest fixture is rejected by every check', (t) => {
     /container api: readOnlyRootFilesystem must be true/,
     /tokenguard: readinessProbe must GET \/readyz on the admin port 9100/,
     /tokenguard: env TOKENGUARD_CLIENT_SECRET must come from a Secret/,
+    /tokenguard: env HEAP_MIB \(limits.memory \/ 1.000Mi\) gives the heap 100 % of the limit; at most 75 %/,
     /upstream.url http:\/\/orders.default.svc:8080 is not loopback/,
     /terminationGracePeriodSeconds 10 must exceed preStop \+ shutdown_grace_seconds \(15\)/,
     /Service broken: port admin exposes the admin port/,

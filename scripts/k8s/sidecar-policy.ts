@@ -241,14 +241,37 @@ function checkGateway({ workload, podSpec, gateway, config }: GatewayPod): strin
     }
   }
 
-  const nodeOptions = asObjects(gateway.env).find((env) => env.name === 'NODE_OPTIONS')?.value;
-  const heap =
-    typeof nodeOptions === 'string' ? /--max-old-space-size=(\d+)/.exec(nodeOptions) : null;
+  // The heap cap follows the memory limit: `--max-old-space-size=$(VAR)` where VAR is the
+  // container's limits.memory through a resourceFieldRef whose divisor makes it a fraction
+  // of the limit in MiB (or, the old way, a literal number), never above 75 % of it.
+  const envs = asObjects(gateway.env);
+  const nodeOptions = envs.find((env) => env.name === 'NODE_OPTIONS')?.value;
   const limit = quantityToMiB(get(gateway, 'resources', 'limits', 'memory'));
-  if (heap && limit !== undefined && Number(heap[1]) > limit * 0.75) {
-    problems.push(
-      `${where}: --max-old-space-size=${heap[1]} leaves too little of the ${limit}Mi limit`,
-    );
+  const heap =
+    typeof nodeOptions === 'string'
+      ? /--max-old-space-size=(?:(\d+)|\$\(([A-Za-z_][A-Za-z0-9_]*)\))/.exec(nodeOptions)
+      : null;
+  if (!heap) {
+    problems.push(`${where}: NODE_OPTIONS must set --max-old-space-size from the memory limit`);
+  } else if (heap[1] !== undefined) {
+    if (limit !== undefined && Number(heap[1]) > limit * 0.75) {
+      problems.push(
+        `${where}: --max-old-space-size=${heap[1]} leaves too little of the ${limit}Mi limit`,
+      );
+    }
+  } else {
+    const source = envs.find((env) => env.name === heap[2]);
+    const field = get(source, 'valueFrom', 'resourceFieldRef');
+    const divisorMiB = quantityToMiB(get(field, 'divisor'));
+    if (get(field, 'resource') !== 'limits.memory' || divisorMiB === undefined) {
+      problems.push(
+        `${where}: env ${heap[2]} must be limits.memory through a resourceFieldRef with a divisor`,
+      );
+    } else if (1 / divisorMiB > 0.75) {
+      problems.push(
+        `${where}: env ${heap[2]} (limits.memory / ${divisorMiB.toFixed(3)}Mi) gives the heap ${Math.round(100 / divisorMiB)} % of the limit; at most 75 %`,
+      );
+    }
   }
 
   const upstream = new URL(config.upstreamUrl);

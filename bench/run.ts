@@ -511,7 +511,10 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
       const filled = await populate(gateway.port, 'good-', tokens, 128);
       const filledUp = await gateway.memory();
       // RSS once the process settled (V8's memory reducer returns the pages the fill used).
-      await new Promise((resolve) => setTimeout(resolve, SMOKE ? 2000 : 12_000));
+      // A full GC, then a moment for V8 to hand the freed pages back to the kernel.
+      await new Promise((resolve) => setTimeout(resolve, SMOKE ? 2000 : 15_000));
+      await gateway.memory();
+      await new Promise((resolve) => setTimeout(resolve, 2000));
       const after = await gateway.memory();
       check(
         'memory',

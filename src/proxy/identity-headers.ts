@@ -11,8 +11,20 @@ export const MAX_IDENTITY_HEADER_BYTES = 8 * 1024;
 
 /** [lower-case header name, claim name]. */
 export type IdentityMapping = ReadonlyArray<readonly [string, string]>;
-/** [lower-case header name, encoded value]. */
-export type IdentityHeaders = ReadonlyArray<readonly [string, string]>;
+/**
+ * Flat `[name, value, name, value, …]` (lower-case names, encoded values): one small array per
+ * cached token instead of an array of pairs (the cache holds 100,000 of them).
+ */
+export type IdentityHeaders = readonly string[];
+
+/** The `[name, value]` pairs of IdentityHeaders. */
+export function identityPairs(headers: IdentityHeaders): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [];
+  for (let index = 0; index < headers.length; index += 2) {
+    pairs.push([headers[index] as string, headers[index + 1] as string]);
+  }
+  return pairs;
+}
 
 export function compileIdentityMapping(config: Readonly<Record<string, string>>): IdentityMapping {
   return Object.entries(config).map(([header, claim]) => [header.toLowerCase(), claim] as const);
@@ -53,7 +65,7 @@ export function buildIdentityHeaders(
   /** Shares equal values between cache entries (client ids, scopes), when given. */
   strings?: { get(text: string): string },
 ): IdentityHeaders {
-  const headers: [string, string][] = [];
+  const headers: string[] = [];
   for (const [header, claim] of mapping) {
     const text = claimToText(claims[claim]);
     if (text === undefined) continue;
@@ -65,7 +77,9 @@ export function buildIdentityHeaders(
         `claim ${claim} encodes to more than 8 KiB for ${header}`,
       );
     }
-    headers.push([header, value]);
+    headers.push(header, value);
   }
-  return headers;
+  // An exact-size copy: an array grown by push keeps slack (≈200 B here), and every
+  // cached token holds one.
+  return headers.slice();
 }

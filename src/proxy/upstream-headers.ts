@@ -182,7 +182,9 @@ export function buildUpstreamHeaders(
     // A handshake carries no body (a declared one is refused before this point).
     delete upstream['content-length'];
   }
-  for (const [name, value] of identity) upstream[name] = value;
+  for (let index = 0; index < identity.length; index += 2) {
+    upstream[identity[index] as string] = identity[index + 1];
+  }
   return upstream;
 }
 

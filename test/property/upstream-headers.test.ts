@@ -13,6 +13,7 @@ import { GatewayError } from '../../src/errors.js';
 import {
   buildIdentityHeaders,
   compileIdentityMapping,
+  identityPairs,
   encodeHeaderValue,
   MAX_IDENTITY_HEADER_BYTES,
   type IdentityHeaders,
@@ -188,11 +189,11 @@ test('no client-sent identity header reaches the upstream in any spelling; the g
   fc.assert(
     fc.property(cases, ({ names, identity, upstream }) => {
       const configured = new Set(names.map(canonical));
-      const injected = new Map(identity.map(([name, value]) => [name, value]));
+      const injected = new Map(identityPairs(identity));
       for (const [name, value] of Object.entries(upstream)) {
         if (configured.has(canonical(name)) && injected.get(name) !== value) return false;
       }
-      return identity.every(([name, value]) => upstream[name] === value);
+      return identityPairs(identity).every(([name, value]) => upstream[name] === value);
     }),
     { numRuns: NUM_RUNS },
   );
@@ -203,7 +204,7 @@ test('no hop-by-hop field, and no field the client Connection names, reaches the
   fc.assert(
     fc.property(cases, ({ headers, identity, facts: forwarding, upstream }) => {
       const named = connectionNamed(headers);
-      const gatewaySet = new Set([...FORWARDED, ...identity.map(([name]) => name)]);
+      const gatewaySet = new Set([...FORWARDED, ...identityPairs(identity).map(([name]) => name)]);
       for (const name of Object.keys(upstream)) {
         const key = canonical(name);
         const websocketField =
@@ -289,7 +290,7 @@ test('every other client field reaches the upstream unchanged (Authorization unl
           ...PROXY_ASSERTED,
           ...names.map(canonical),
         ]);
-        const injected = new Set(identity.map(([name]) => name));
+        const injected = new Set(identityPairs(identity).map(([name]) => name));
         return Object.entries(headers).every(([name, value]) => {
           const key = canonical(name);
           if (owned.has(key) || injected.has(name)) return true;
@@ -450,10 +451,10 @@ test('identity headers: one per present claim, header-safe and reversible; over 
         } catch (error) {
           return tooLarge && error instanceof GatewayError && error.status === 503;
         }
-        const byName = new Map(headers);
+        const byName = new Map(identityPairs(headers));
         return (
           !tooLarge &&
-          headers.length === present.length &&
+          identityPairs(headers).length === present.length &&
           present.every((claim) => {
             const value = byName.get(`x-claim-${claim}`);
             return (

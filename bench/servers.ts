@@ -87,11 +87,11 @@ if (role === 'upstream') {
   server.listen(0, '127.0.0.1', () => announce(server));
 } else if (role === 'gateway') {
   const config = loadConfigFile(args[0] as string);
-  // Access logs on, as in production; written to /dev/null through pino's async destination.
+  // Access logs on, as in production: pino's asynchronous destination, unbuffered, writing to /dev/null.
   const { default: pino } = await import('pino');
   const logger = createLogger(
     config.log.level,
-    pino.destination({ dest: '/dev/null', sync: false, minLength: 4096 }),
+    pino.destination({ dest: '/dev/null', sync: false }),
   );
   const gateway = createGateway(config, logger);
   process.on('SIGUSR2', () => {

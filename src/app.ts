@@ -51,7 +51,19 @@ export interface Gateway {
   readonly draining: boolean;
 }
 
-export function createGateway(config: Config, logger: Logger): Gateway {
+export interface GatewayOptions {
+  /**
+   * Decide cache hits in the synchronous pass (default true). Off, every request goes
+   * through the Koa pipeline: the tests compare the two paths' decisions.
+   */
+  cachedPass?: boolean;
+}
+
+export function createGateway(
+  config: Config,
+  logger: Logger,
+  options: GatewayOptions = {},
+): Gateway {
   let draining = false;
   let listening = false;
   const isDraining = () => draining;
@@ -147,7 +159,7 @@ export function createGateway(config: Config, logger: Logger): Gateway {
   });
   // One request at a time per connection (pipelining), each to the cached pass or Koa.
   const connections = createConnections((req, res) => {
-    if (serveFromMemory(req, res)) return;
+    if (options.cachedPass !== false && serveFromMemory(req, res)) return;
     void handle(req, res).then(() => connections.done(req, res));
   });
 

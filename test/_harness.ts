@@ -10,7 +10,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import http from 'node:http';
 import net from 'node:net';
 import { stringify } from 'yaml';
-import { createGateway, type Gateway } from '../src/app.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../src/app.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import {
@@ -70,6 +70,8 @@ export interface HarnessOptions {
   yaml?: string;
   /** Extra environment variables for `${ENV}` interpolation (over process.env). */
   env?: Record<string, string>;
+  /** createGateway's options (e.g. `cachedPass: false`: every request through Koa). */
+  gateway?: GatewayOptions;
 }
 
 /** The routes every test gateway starts with (the harness's and the CLI child's). */
@@ -161,7 +163,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
         lines.push(line);
       },
     });
-    const gateway = createGateway(config, logger);
+    const gateway = createGateway(config, logger, options.gateway);
     const { proxy, admin } = await gateway.listen();
     return {
       as,

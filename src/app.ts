@@ -10,6 +10,9 @@ import Koa from 'koa';
 import compose from 'koa-compose';
 import type { Logger } from 'pino';
 import { createAdminApp } from './admin/admin-app.js';
+import { createRevoker } from './admin/revoke.js';
+import { createFleet } from './shared/fleet.js';
+import { SHARED_OPS } from './shared/store.js';
 import type { Config } from './config/schema.js';
 import { createClientIdentifier } from './fishing/client-key.js';
 import { createFishingGuard, type FishingGuard } from './fishing/fishing-guard.js';
@@ -76,11 +79,31 @@ export function createGateway(
     maxClients: config.fishing.max_clients,
     logger,
   });
-  const metrics = createMetrics({
-    cacheEntries: () => introspection.cache.size,
-    blockedClients: () => fishing.blockedClients(),
+  const metrics = createMetrics(
+    {
+      cacheEntries: () => introspection.cache.size,
+      blockedClients: () => fishing.blockedClients(),
+    },
+    { shared: config.shared !== undefined, sharedOps: SHARED_OPS },
+  );
+  // Fleet mode: shared cache level, fishing counts, budget and revocations on Redis.
+  const fleet = config.shared ? createFleet(config, metrics, logger) : undefined;
+  const introspection = createIntrospectionService(config, metrics, logger, fleet);
+  const revoker = createRevoker({
+    revokeToken: config.admin.revoke_token,
+    cache: introspection.cache,
+    fleet,
+    metrics,
+    logger,
   });
-  const introspection = createIntrospectionService(config, metrics, logger);
+  fleet?.start({
+    revoke: (event) => void revoker.evictLocally(event),
+    block: (clientKey, until) => fishing.blockUntil(clientKey, until),
+    // Pub/sub is at-most-once: revocations may have been missed, so the copies learnt from the
+    // shared level go (this replica's own answers keep their TTL).
+    eventsLost: () =>
+      void introspection.cache.deleteWhere((entry) => entry.active && entry.fromFleet === true),
+  });
   const forwarder = createForwarder({
     upstreamUrl: config.upstream.url,
     timeoutMs: config.upstream.timeout_ms,
@@ -107,10 +130,11 @@ export function createGateway(
   const recorder = createRequestRecorder(metrics, accessLog);
 
   const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
-    refuseBlockedClients(fishing, metrics),
+    refuseBlockedClients(fishing, metrics, fleet?.fishing),
     extractBearerToken(),
     introspectToken(introspection, fishing, {
       admissionWaitMs: config.introspection.timeout_ms,
+      fleet: fleet?.fishing,
     }),
     validateToken(claimRules),
     enforceScopes(),
@@ -204,14 +228,18 @@ export function createGateway(
   proxyServer.on('upgrade', handleRaw);
   proxyServer.on('connect', handleRaw);
 
-  const adminApp = createAdminApp(metrics.registry, {
-    notReadyBecause() {
-      if (draining) return 'draining';
-      if (!listening) return 'not listening yet';
-      if (!introspection.ready) return 'introspection endpoint not discovered yet';
-      return null;
+  const adminApp = createAdminApp(
+    metrics.registry,
+    {
+      notReadyBecause() {
+        if (draining) return 'draining';
+        if (!listening) return 'not listening yet';
+        if (!introspection.ready) return 'introspection endpoint not discovered yet';
+        return null;
+      },
     },
-  });
+    config.admin.revoke_token === undefined ? undefined : revoker,
+  );
   const adminServer = http.createServer(adminApp.callback());
 
   const listenOn = (server: Server, host: string, port: number) =>
@@ -259,6 +287,7 @@ export function createGateway(
       forwarder.close();
       fishing.close();
       await introspection.close();
+      await fleet?.close();
       await new Promise<void>((resolve) => adminServer.close(() => resolve()));
       adminServer.closeAllConnections();
       accessLog.flush();

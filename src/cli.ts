@@ -3,10 +3,12 @@
  * tokenguard [--config FILE]                       run the gateway
  * tokenguard check --config FILE                   validate a config (exit 0 or 1)
  * tokenguard explain --config FILE METHOD PATH     which route matches and why
+ * tokenguard revoke --config FILE (--sub S | --client-id C | --token-hash H)   revoke (fleet-wide)
  * The config file may also be named by TOKENGUARD_CONFIG.
  */
 import { parseArgs } from 'node:util';
 import { explainRequest } from './commands/explain.js';
+import { revokeThroughAdmin } from './commands/revoke.js';
 import { ConfigError, loadConfigSource, type ConfigSource } from './config/load.js';
 import { analyseRoutes } from './policy/route-analysis.js';
 import { createRouteTable } from './policy/route-table.js';
@@ -16,6 +18,8 @@ const USAGE = `usage:
   tokenguard [--config FILE]                     run the gateway
   tokenguard check --config FILE                 validate a config
   tokenguard explain --config FILE METHOD PATH   which route matches, and why
+  tokenguard revoke --config FILE (--sub S | --client-id C | --token-hash H)...
+                                                 evict them from every replica's cache
 The config file may also be named by TOKENGUARD_CONFIG.`;
 
 function fail(message: string): never {
@@ -29,7 +33,13 @@ async function main(argv: string[]): Promise<void> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        sub: { type: 'string', multiple: true },
+        'client-id': { type: 'string', multiple: true },
+        'token-hash': { type: 'string', multiple: true },
+      },
     });
   } catch (error) {
     fail(`tokenguard: ${(error as Error).message}\n${USAGE}`);
@@ -41,7 +51,13 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = parsed.positionals;
   const file = parsed.values.config ?? process.env.TOKENGUARD_CONFIG;
   if (!file) fail(`tokenguard: no config file (--config FILE or TOKENGUARD_CONFIG)\n${USAGE}`);
-  if (command !== undefined && command !== 'check' && command !== 'explain' && command !== 'run') {
+  if (
+    command !== undefined &&
+    command !== 'check' &&
+    command !== 'explain' &&
+    command !== 'run' &&
+    command !== 'revoke'
+  ) {
     fail(`tokenguard: unknown command "${command}"\n${USAGE}`);
   }
   if (command === 'explain' && rest.length !== 2)
@@ -57,6 +73,16 @@ async function main(argv: string[]): Promise<void> {
     throw error;
   }
   const { config } = source;
+  if (command === 'revoke') {
+    const outcome = await revokeThroughAdmin(config, {
+      sub: parsed.values.sub,
+      clientId: parsed.values['client-id'],
+      tokenHash: parsed.values['token-hash'],
+    });
+    if (!outcome.ok) fail(`tokenguard revoke: ${outcome.text}`);
+    process.stdout.write(`${outcome.text}\n`);
+    return;
+  }
   if (command === 'check') {
     const warnings = routeWarnings(file, source);
     for (const warning of warnings) process.stderr.write(`${warning}\n`);

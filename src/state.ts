@@ -20,6 +20,8 @@ export interface GatewayState {
   token?: string;
   /** The request holds one of its client's introspection admissions (fishing guard). */
   admitted?: boolean;
+  /** …and one of the fleet's (fleet mode). */
+  fleetAdmitted?: boolean;
   /** SHA-256 of the token: the cache key, and (shortened) the log fingerprint. */
   tokenHash?: string;
   cacheResult?: CacheResult;

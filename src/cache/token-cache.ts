@@ -24,6 +24,8 @@ export type CacheEntry =
       claims: Claims;
       scopes: ReadonlySet<string>;
       identityHeaders: IdentityHeaders;
+      /** Learnt from the fleet's shared cache (dropped if revocation events may have been missed). */
+      fromFleet?: true;
     };
 
 export type CacheResult = 'hit' | 'negative_hit' | 'miss' | 'coalesced';
@@ -39,11 +41,20 @@ export interface TokenCacheOptions<Requester = unknown> {
   maxNegativeEntries?: number;
   maxTtlSeconds: number;
   negativeTtlSeconds: number;
-  /** Produces the entry on a miss (the introspection call), for the first requester. */
-  load: (token: string, requester: Requester | undefined) => Promise<CacheEntry>;
+  /**
+   * Produces the entry on a miss (the introspection call, or the fleet's shared cache), for
+   * the first requester; `ttlMs` overrides the TTL the rules give (an answer learnt from the
+   * fleet keeps its remaining lifetime; 0: do not cache it).
+   */
+  load: (token: string, key: string, requester: Requester | undefined) => Promise<Loaded>;
   /** Told of every lookup as it is decided (before a miss's call ends, even if it fails). */
   onLookup?: (result: CacheResult) => void;
   nowSeconds?: () => number;
+}
+
+export interface Loaded {
+  entry: CacheEntry;
+  ttlMs?: number | undefined;
 }
 
 /** The one negative entry every inactive answer shares. */
@@ -55,6 +66,12 @@ export interface TokenCache<Requester = unknown> {
   has(key: string): boolean;
   /** The fresh cached entry, synchronously, without counting a lookup; undefined if none. */
   peek(key: string): CacheEntry | undefined;
+  /** Evicts the token's entry; true if there was one. */
+  delete(key: string): boolean;
+  /** Evicts every active entry `matches`; how many. */
+  deleteWhere(matches: (entry: CacheEntry) => boolean): number;
+  /** The TTL the rules give an entry (min(max_ttl, exp − now), or negative_ttl). */
+  ttlMs(entry: CacheEntry): number;
   /** Active and negative entries together. */
   readonly size: number;
   readonly activeSize: number;
@@ -81,7 +98,7 @@ export function createTokenCache<Requester = unknown>(
     ttlAutopurge: false,
   });
   const get = (key: string): CacheEntry | undefined => active.get(key) ?? negative.get(key);
-  const inFlight = new Map<string, Promise<CacheEntry>>();
+  const inFlight = new Map<string, Promise<Loaded>>();
   const onLookup = options.onLookup ?? (() => undefined);
 
   const ttlMs = (entry: CacheEntry): number => {
@@ -102,14 +119,14 @@ export function createTokenCache<Requester = unknown>(
       const pending = inFlight.get(key);
       if (pending) {
         onLookup('coalesced');
-        return { entry: await pending, result: 'coalesced' };
+        return { entry: (await pending).entry, result: 'coalesced' };
       }
       onLookup('miss');
-      const loading = options.load(token, requester);
+      const loading = options.load(token, key, requester);
       inFlight.set(key, loading);
       try {
-        const entry = await loading;
-        const ttl = ttlMs(entry);
+        const { entry, ttlMs: override } = await loading;
+        const ttl = Math.min(override ?? Infinity, ttlMs(entry));
         if (ttl > 0) (entry.active ? active : negative).set(key, entry, { ttl });
         return { entry, result: 'miss' };
       } finally {
@@ -117,6 +134,14 @@ export function createTokenCache<Requester = unknown>(
       }
     },
     has: (key) => active.has(key) || negative.has(key) || inFlight.has(key),
+    delete: (key) => active.delete(key) || negative.delete(key),
+    deleteWhere(matches) {
+      const doomed: string[] = [];
+      for (const [key, entry] of active.entries()) if (matches(entry)) doomed.push(key);
+      for (const key of doomed) active.delete(key);
+      return doomed.length;
+    },
+    ttlMs,
     peek: get,
     get size() {
       return active.size + negative.size;

@@ -102,8 +102,56 @@ const adminSchema = z
   .strictObject({
     host: z.string().min(1).default('0.0.0.0').describe('Address of /metrics /healthz /readyz.'),
     port: port.default(9100).describe('Admin port; never expose it through the Service.'),
+    revoke_token: z
+      .string()
+      .min(16, 'must be at least 16 characters (a secret, from ${ENV})')
+      .optional()
+      .describe(
+        'Bearer secret of POST /admin/revoke (compared in constant time); absent: the endpoint is off.',
+      ),
   })
   .prefault({});
+
+const redisUrl = z.string().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a redis:// or rediss:// URL with a host' },
+);
+
+const sharedSchema = z
+  .strictObject({
+    redis: z.strictObject({
+      url: redisUrl.describe(
+        'redis://host:6379 or rediss:// for TLS (no credentials in it: below).',
+      ),
+      username: z.string().min(1).optional().describe('ACL user (from ${ENV}).'),
+      password: z.string().min(1).optional().describe('ACL or requirepass password (from ${ENV}).'),
+      tls_ca_file: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('PEM CA bundle that signs the server certificate (rediss://).'),
+      key_prefix: z
+        .string()
+        .min(1)
+        .default('tokenguard:')
+        .describe(
+          'Every key and channel of one fleet starts with it; fleets sharing a Redis differ here.',
+        ),
+      timeout_ms: positiveInt
+        .default(50)
+        .describe(
+          'A Redis answer slower than this counts as an error: the replica falls back to its own state.',
+        ),
+    }),
+  })
+  .optional();
 
 const upstreamSchema = z
   .strictObject({
@@ -350,6 +398,9 @@ export const configSchema = z
       .describe('Unmatched requests: deny (404) or authenticate (active token, no scope).'),
     forward: forwardSchema,
     log: logSchema,
+    shared: sharedSchema.describe(
+      'Fleet mode: replicas sharing a Redis and a key_prefix share cache, fishing counts, budget and revocations. Absent: each on its own.',
+    ),
   })
   .superRefine((config, ctx) => {
     const seen = new Set<string>();
@@ -369,3 +420,4 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type IntrospectionConfig = z.output<typeof introspectionSchema>;
+export type SharedConfig = NonNullable<z.output<typeof sharedSchema>>;

@@ -56,6 +56,8 @@ export interface FishingGuard {
    * client hammering through its block, whose answers are then held back (the tarpit).
    */
   hammering(clientKey: string): boolean;
+  /** Applies a block decided elsewhere (fleet mode: another replica saw the failures). */
+  blockUntil(clientKey: string, untilMs: number): void;
   blockedClients(): number;
   trackedClients(): number;
   close(): void;
@@ -187,6 +189,25 @@ export function createFishingGuard(options: FishingGuardOptions): FishingGuard {
     },
     inFlight: (clientKey) => pending.get(clientKey)?.inFlight ?? 0,
     failures: (clientKey) => failureCount(clientKey, nowMs()),
+    blockUntil(clientKey, untilMs) {
+      const known = blocks.get(clientKey);
+      if (untilMs <= nowMs() || (known !== undefined && known >= untilMs)) return;
+      if (known === undefined) {
+        options.logger.warn(
+          {
+            event: 'fishing_block',
+            client: clientKey,
+            fleet: true,
+            block_seconds: options.blockSeconds,
+          },
+          'client blocked for token fishing (fleet)',
+        );
+      }
+      blocks.set(clientKey, untilMs);
+      failures.delete(clientKey);
+      const entry = pending.get(clientKey);
+      if (entry) wakeWaiters(clientKey, entry);
+    },
     hammering(clientKey) {
       if (!blocks.has(clientKey)) return false;
       const second = Math.floor(nowMs() / 1000);

@@ -1,6 +1,7 @@
 import { blockedForFishing, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { GatewayMiddleware } from '../state.js';
+import type { FleetFishing } from '../shared/fleet-fishing.js';
 import type { FishingGuard } from './fishing-guard.js';
 
 /**
@@ -13,6 +14,8 @@ import type { FishingGuard } from './fishing-guard.js';
 export function refuseBlockedClients(
   guard: FishingGuard,
   metrics: GatewayMetrics,
+  /** Fleet mode: failures and admissions counted across the replicas too. */
+  fleet?: FleetFishing,
 ): GatewayMiddleware {
   return async function refuseBlockedClients(ctx, next) {
     const clientKey = ctx.state.client?.key ?? 'unknown';
@@ -28,12 +31,15 @@ export function refuseBlockedClients(
         if (error.fishingReason) {
           guard.recordFailure(clientKey);
           metrics.fishingFailures.inc({ reason: error.fishingReason });
+          // Recorded before the admission is released, so no replica admits past it.
+          if (fleet) await fleet.recordFailure(clientKey);
         } else if (error.code === BLOCKED) {
           metrics.fishingBlockedRequests.inc();
         }
       }
       throw error;
     } finally {
+      if (ctx.state.fleetAdmitted && fleet) await fleet.release(clientKey);
       if (ctx.state.admitted) guard.release(clientKey);
     }
   };

@@ -1,7 +1,8 @@
 import { blockedForFishing, clientGuessesInFlight, invalidToken } from '../errors.js';
 import { tokenHash } from '../cache/token-cache.js';
 import type { FishingGuard } from '../fishing/fishing-guard.js';
-import type { GatewayMiddleware } from '../state.js';
+import type { FleetFishing } from '../shared/fleet-fishing.js';
+import type { GatewayContext, GatewayMiddleware } from '../state.js';
 import { checkClaims, type ClaimRules } from './check-claims.js';
 import type { IntrospectionService } from './service.js';
 
@@ -14,8 +15,9 @@ import type { IntrospectionService } from './service.js';
 export function introspectToken(
   introspection: IntrospectionService,
   guard: FishingGuard,
-  options: { admissionWaitMs: number },
+  options: { admissionWaitMs: number; fleet?: FleetFishing | undefined },
 ): GatewayMiddleware {
+  const { fleet } = options;
   return async function introspectToken(ctx, next) {
     const token = ctx.state.token as string;
     const key = tokenHash(token);
@@ -28,6 +30,7 @@ export function introspectToken(
       }
       if (admission === 'timeout') throw clientGuessesInFlight();
       ctx.state.admitted = true;
+      if (fleet) await admitAcrossTheFleet(ctx, fleet, guard, clientKey, options.admissionWaitMs);
     }
     // A client with failed presentations in the window waits behind the others for budget.
     const suspect = guard.failures(clientKey) > 0;
@@ -49,4 +52,35 @@ export function validateToken(rules: ClaimRules): GatewayMiddleware {
     }
     await next();
   };
+}
+
+const FLEET_RETRY_MS = 50;
+
+/**
+ * Fleet mode: the admission must also hold across the replicas (failures + in flight <
+ * max_failures, atomically in Redis). Waits its turn like a local admission; Redis away:
+ * the local admission alone stands.
+ */
+async function admitAcrossTheFleet(
+  ctx: GatewayContext,
+  fleet: FleetFishing,
+  guard: FishingGuard,
+  clientKey: string,
+  waitMs: number,
+): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const admission = await fleet.admit(clientKey);
+    if (admission.verdict === 'admitted') {
+      ctx.state.fleetAdmitted = true;
+      return;
+    }
+    if (admission.verdict === 'unavailable') return;
+    if (admission.verdict === 'blocked') {
+      guard.blockUntil(clientKey, admission.until);
+      throw blockedForFishing(guard.blockedFor(clientKey) || 1, guard.hammering(clientKey));
+    }
+    if (Date.now() + FLEET_RETRY_MS >= deadline) throw clientGuessesInFlight();
+    await new Promise((resolve) => setTimeout(resolve, FLEET_RETRY_MS));
+  }
 }

@@ -16,12 +16,15 @@ import {
   createTokenCache,
   INACTIVE,
   type CacheEntry,
+  type Loaded,
   type CacheLookup,
   type TokenCache,
 } from '../cache/token-cache.js';
 import type { GatewayMetrics, IntrospectionResult } from '../metrics/metrics.js';
 import { buildIdentityHeaders, compileIdentityMapping } from '../proxy/identity-headers.js';
 import { createIntern } from '../cache/intern.js';
+import type { Fleet } from '../shared/fleet.js';
+import type { SharedAnswer } from '../shared/shared-cache.js';
 import { createIntrospectionBudget, type Requester } from './budget.js';
 import { parseScopes } from './check-claims.js';
 import {
@@ -56,6 +59,8 @@ export function createIntrospectionService(
   config: Config,
   metrics: GatewayMetrics,
   logger: Logger,
+  /** Fleet mode: the shared second cache level, one call per token, the fleet's budget. */
+  fleet?: Fleet,
 ): IntrospectionService {
   const settings = config.introspection;
   const identityMapping = compileIdentityMapping(config.forward.identity_headers);
@@ -74,6 +79,28 @@ export function createIntrospectionService(
       kept[name] = typeof value === 'string' && name !== 'sub' ? strings.get(value) : value;
     }
     if (claims.cnf !== undefined && claims.cnf !== null) kept.cnf = true;
+    return kept;
+  };
+  /** An active entry from an answer's claims (the server's, or the fleet's copy of them). */
+  const activeEntry = (claims: Claims): Extract<CacheEntry, { active: true }> => {
+    const scope = claims.scope;
+    return {
+      active: true,
+      claims: compactClaims(claims),
+      scopes: typeof scope === 'string' ? scopeSets.get(scope) : NO_SCOPES,
+      identityHeaders: buildIdentityHeaders(claims, identityMapping, strings),
+    };
+  };
+  /** What the fleet's copy keeps: the kept claims, the scope, the claims identity headers map. */
+  const sharedClaimNames = new Set<string>([
+    ...KEPT_CLAIMS,
+    'scope',
+    'cnf',
+    ...identityMapping.map(([, claim]) => claim),
+  ]);
+  const sharedClaims = (claims: Claims): Record<string, unknown> => {
+    const kept: Record<string, unknown> = {};
+    for (const name of sharedClaimNames) if (claims[name] !== undefined) kept[name] = claims[name];
     return kept;
   };
   let client: IntrospectionClient | undefined;
@@ -133,18 +160,27 @@ export function createIntrospectionService(
       : authorizationServerUnavailable('TOKENGUARD_INTROSPECTION_STATUS', detail);
   };
 
-  const load = async (token: string, requester: Requester | undefined): Promise<CacheEntry> => {
+  /** Asks the authorization server (the replica's own budget, then the fleet's). */
+  const introspect = async (
+    token: string,
+    requester: Requester | undefined,
+  ): Promise<{ entry: CacheEntry; claims?: Claims }> => {
     if (!client) {
       throw authorizationServerUnavailable(
         'TOKENGUARD_DISCOVERY_PENDING',
         'introspection endpoint not discovered yet',
       );
     }
+    const deadline = Date.now() + settings.timeout_ms;
     const refusal = await budget.acquire(requester ?? NOBODY, settings.timeout_ms);
     if (refusal) throw introspectionOverBudget(`introspection budget: ${refusal}`);
     if (closed) {
       budget.release();
       throw authorizationServerUnavailable('TOKENGUARD_DRAINING', 'the gateway is stopping');
+    }
+    if (fleet && !(await fleet.budget.take(deadline))) {
+      budget.release();
+      throw introspectionOverBudget("introspection budget: the fleet's calls per second");
     }
     const started = performance.now();
     let result: IntrospectionResult = 'error';
@@ -152,14 +188,8 @@ export function createIntrospectionService(
       const answer = await client.introspect(token);
       result = answer.active ? 'active' : 'inactive';
       lastGoodAnswerMs = Date.now();
-      if (!answer.active) return INACTIVE;
-      const scope = answer.claims.scope;
-      return {
-        active: true,
-        claims: compactClaims(answer.claims),
-        scopes: typeof scope === 'string' ? scopeSets.get(scope) : NO_SCOPES,
-        identityHeaders: buildIdentityHeaders(answer.claims, identityMapping, strings),
-      };
+      if (!answer.active) return { entry: INACTIVE };
+      return { entry: activeEntry(answer.claims), claims: answer.claims };
     } catch (error) {
       result = 'error';
       if (error instanceof UnexpectedAnswerError) throw classifyUnexpected(error);
@@ -169,6 +199,54 @@ export function createIntrospectionService(
       budget.release();
       metrics.introspectionRequests.inc({ result });
       metrics.introspectionDuration.observe({ result }, (performance.now() - started) / 1000);
+    }
+  };
+
+  /** An answer from the fleet's cache, unless a revocation since its introspection names it. */
+  const fromFleet = (key: string, answer: SharedAnswer | undefined): Loaded | undefined => {
+    if (!fleet || !answer) return undefined;
+    if (fleet.revokedSince(answer.startedAt, key, answer.claims)) return undefined;
+    const entry: CacheEntry = answer.active
+      ? { ...activeEntry(answer.claims ?? {}), fromFleet: true }
+      : INACTIVE;
+    return { entry, ttlMs: answer.expiresAt - Date.now() };
+  };
+
+  const load = async (
+    token: string,
+    key: string,
+    requester: Requester | undefined,
+  ): Promise<Loaded> => {
+    const startedAt = Date.now();
+    if (!fleet || !fleet.store.up) return introspect(token, requester);
+    // A local miss asks the fleet first: another replica may know the token already.
+    const known = fromFleet(key, await fleet.cache.get(key));
+    if (known) return known;
+    const lock = await fleet.cache.lock(key);
+    if (lock === 'taken') {
+      // Another replica is asking the server: wait for its answer (bounded), else ask too.
+      const answered = fromFleet(
+        key,
+        await fleet.cache.waitFor(key, startedAt + settings.timeout_ms),
+      );
+      if (answered) return answered;
+    }
+    try {
+      const { entry, claims } = await introspect(token, requester);
+      const ttl = cache.ttlMs(entry);
+      // Revoked while it was being asked: served to this request, never remembered.
+      if (fleet.revokedSince(startedAt, key, claims)) return { entry, ttlMs: 0 };
+      if (ttl > 0) {
+        await fleet.cache.set(key, {
+          active: entry.active,
+          ...(claims ? { claims: sharedClaims(claims) } : {}),
+          expiresAt: Date.now() + ttl,
+          startedAt,
+        });
+      }
+      return { entry };
+    } finally {
+      if (lock === 'locked') void fleet.cache.unlock(key);
     }
   };
 

@@ -28,6 +28,12 @@ export interface GatewayMetrics {
   fishingBlockedRequests: Counter;
   fishingBlockedClients: Gauge;
   upstreamErrors: Counter<'kind'>;
+  /** `tokenguard_revocations_total{by}`: POST /admin/revoke, by what it named. */
+  revocations: Counter<'by'>;
+  /** Fleet mode only (registered with `shared:`): 1 when Redis answers. */
+  sharedStoreUp: Gauge;
+  sharedStoreErrors: Counter<'op'>;
+  sharedStoreDuration: Histogram<'op'>;
   /** Pre-bound children of requests/requestDuration for a route label (made once per label). */
   requestSeries(route: string): RequestSeries;
   /** Pre-bound `tokenguard_cache_lookups_total{result="hit"}`. */
@@ -71,10 +77,18 @@ export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = [
 ];
 export const UPSTREAM_ERROR_KINDS: readonly UpstreamErrorKind[] = ['connect', 'timeout', 'reset'];
 
-export function createMetrics(sources: MetricSources): GatewayMetrics {
+export const REVOKED_BY = ['token', 'sub', 'client_id'] as const;
+
+export function createMetrics(
+  sources: MetricSources,
+  options: { shared?: boolean; sharedOps?: readonly string[] } = {},
+): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  // Fleet-mode series exist only in fleet mode: a 0 "up" gauge on a single replica would page
+  // on-call for a Redis nobody configured.
+  const sharedRegisters = options.shared ? registers : [];
 
   const series = new Map<string, RequestSeries>();
   const metrics: GatewayMetrics = {
@@ -144,6 +158,30 @@ export function createMetrics(sources: MetricSources): GatewayMetrics {
       labelNames: ['kind'],
       registers,
     }),
+    revocations: new Counter({
+      name: 'tokenguard_revocations_total',
+      help: 'Revocations received on POST /admin/revoke, by what they named (token, sub, client_id).',
+      labelNames: ['by'],
+      registers,
+    }),
+    sharedStoreUp: new Gauge({
+      name: 'tokenguard_shared_store_up',
+      help: 'Fleet mode: 1 while the shared Redis answers, 0 while this replica runs on its local state.',
+      registers: sharedRegisters,
+    }),
+    sharedStoreErrors: new Counter({
+      name: 'tokenguard_shared_store_errors_total',
+      help: 'Fleet mode: Redis operations that failed or timed out (the replica fell back to local state), by operation.',
+      labelNames: ['op'],
+      registers: sharedRegisters,
+    }),
+    sharedStoreDuration: new Histogram({
+      name: 'tokenguard_shared_store_duration_seconds',
+      help: 'Fleet mode: duration of Redis operations that answered, by operation.',
+      labelNames: ['op'],
+      buckets: LATENCY_BUCKETS,
+      registers: sharedRegisters,
+    }),
     requestSeries(route) {
       let bound = series.get(route);
       if (!bound) {
@@ -169,5 +207,7 @@ export function createMetrics(sources: MetricSources): GatewayMetrics {
   for (const result of CACHE_RESULTS) metrics.cacheLookups.inc({ result }, 0);
   for (const result of INTROSPECTION_RESULTS) metrics.introspectionRequests.inc({ result }, 0);
   for (const kind of UPSTREAM_ERROR_KINDS) metrics.upstreamErrors.inc({ kind }, 0);
+  for (const by of REVOKED_BY) metrics.revocations.inc({ by }, 0);
+  for (const op of options.sharedOps ?? []) metrics.sharedStoreErrors.inc({ op }, 0);
   return metrics;
 }

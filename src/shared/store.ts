@@ -1,0 +1,200 @@
+/**
+ * The fleet's shared store: one node-redis client (RESP3) for commands and one for the
+ * event channel, both failing fast. Nothing on the request path ever waits on a dead or
+ * slow Redis: commands are never queued while the connection is down (disableOfflineQueue),
+ * each has `shared.timeout_ms`, and an error or a timeout makes `run` answer `undefined` at
+ * once — the caller then does what a single replica does (PRODUCT.md "Fleet mode": fall back
+ * to local state, stay ready, fail closed). The client reconnects by itself; the
+ * `tokenguard_shared_store_up` gauge follows it.
+ */
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { createClient, type RedisClientType } from 'redis';
+import type { SharedConfig } from '../config/schema.js';
+import type { GatewayMetrics } from '../metrics/metrics.js';
+
+export type SharedOp =
+  'get' | 'set' | 'lock' | 'wait' | 'fishing' | 'budget' | 'revoke' | 'publish';
+
+export const SHARED_OPS: readonly SharedOp[] = [
+  'get',
+  'set',
+  'lock',
+  'wait',
+  'fishing',
+  'budget',
+  'revoke',
+  'publish',
+];
+
+export type Redis = RedisClientType;
+
+/** How long a failed command keeps the store down before the next attempt. */
+const BACKOFF_MS = 1000;
+
+export interface SharedStore {
+  /** Both connections are ready: shared state is in use. */
+  readonly up: boolean;
+  /** `key_prefix` + name. */
+  key(name: string): string;
+  /** The command client (commands time out after `timeout_ms`), for rate-limiter-flexible. */
+  readonly client: Redis;
+  /** Runs `command` if the store is up; its answer, or undefined on any error or timeout. */
+  run<T>(op: SharedOp, command: (client: Redis) => Promise<T>): Promise<T | undefined>;
+  /** Publishes an event to every replica of the fleet (this one included). */
+  publish(event: object): Promise<boolean>;
+  /** Told of every event; and, with `lost`, whenever events may have been missed. */
+  onEvent(handler: (event: Record<string, unknown>) => void): void;
+  onEventsLost(handler: () => void): void;
+  /** Connects in the background; resolves at once. */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export function createSharedStore(
+  config: SharedConfig,
+  metrics: GatewayMetrics,
+  logger: Logger,
+): SharedStore {
+  const { redis } = config;
+  const url = new URL(redis.url);
+  const prefix = redis.key_prefix;
+  const channel = `${prefix}events`;
+  const tls = url.protocol === 'rediss:';
+  const socket = {
+    connectTimeout: Math.max(1000, redis.timeout_ms * 10),
+    // Reconnect quickly, then every 2 s: a replica recovers by itself when Redis returns.
+    reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 2000),
+    ...(tls
+      ? {
+          tls: true as const,
+          servername: url.hostname,
+          ...(redis.tls_ca_file ? { ca: readFileSync(redis.tls_ca_file) } : {}),
+        }
+      : {}),
+  };
+  const options = {
+    url: redis.url,
+    RESP: 3 as const,
+    disableOfflineQueue: true,
+    socket,
+    ...(redis.username !== undefined ? { username: redis.username } : {}),
+    ...(redis.password !== undefined ? { password: redis.password } : {}),
+    commandOptions: { timeout: redis.timeout_ms },
+  };
+  const base = createClient(options) as unknown as Redis;
+  const subscriber = base.duplicate({ commandOptions: {} }) as unknown as Redis;
+  const eventHandlers: Array<(event: Record<string, unknown>) => void> = [];
+  const lostHandlers: Array<() => void> = [];
+  let subscribed = false;
+  let closed = false;
+
+  const upGauge = metrics.sharedStoreUp;
+  /**
+   * After a failed or timed-out command the store counts as down for a moment: a Redis that
+   * hangs (connected, silent) costs the next misses nothing instead of `timeout_ms` each.
+   */
+  let downUntil = 0;
+  const isUp = () => base.isReady && subscriber.isReady && subscribed && Date.now() >= downUntil;
+  upGauge.set(0);
+
+  let lastErrorLog = 0;
+  const logError = (what: string, error: unknown) => {
+    // Once a second at most: a dead Redis must not flood the logs.
+    const now = Date.now();
+    if (now - lastErrorLog < 1000) return;
+    lastErrorLog = now;
+    logger.warn(
+      { event: 'shared_store_error', what, code: (error as { code?: string }).code },
+      `shared store: ${(error as Error).message ?? String(error)}`,
+    );
+  };
+  for (const [name, client] of [
+    ['commands', base],
+    ['events', subscriber],
+  ] as const) {
+    client.on('error', (error: unknown) => logError(name, error));
+    client.on('ready', () => upGauge.set(isUp() ? 1 : 0));
+    client.on('end', () => upGauge.set(0));
+    client.on('reconnecting', () => {
+      upGauge.set(0);
+      if (client === subscriber && subscribed) {
+        subscribed = false;
+        // Pub/sub is at-most-once: what was published meanwhile is lost.
+        for (const handler of lostHandlers) handler();
+      }
+    });
+  }
+  subscriber.on('ready', () => {
+    if (closed) return;
+    void subscriber
+      .subscribe(channel, (message: string) => {
+        let event: Record<string, unknown>;
+        try {
+          event = JSON.parse(message) as Record<string, unknown>;
+        } catch {
+          return;
+        }
+        for (const handler of eventHandlers) handler(event);
+      })
+      .then(
+        () => {
+          subscribed = true;
+          upGauge.set(isUp() ? 1 : 0);
+          logger.info({ event: 'shared_store_up' }, 'shared store connected');
+        },
+        (error: unknown) => logError('subscribe', error),
+      );
+  });
+
+  const errors = metrics.sharedStoreErrors;
+  const duration = metrics.sharedStoreDuration;
+
+  return {
+    get up() {
+      return isUp();
+    },
+    key: (name) => prefix + name,
+    client: base,
+    async run(op, command) {
+      if (!isUp()) return undefined;
+      const started = performance.now();
+      try {
+        const answer = await command(base);
+        duration.observe({ op }, (performance.now() - started) / 1000);
+        return answer;
+      } catch (error) {
+        errors.inc({ op });
+        logError(op, error);
+        downUntil = Date.now() + BACKOFF_MS;
+        upGauge.set(0);
+        setTimeout(() => upGauge.set(isUp() ? 1 : 0), BACKOFF_MS + 10).unref();
+        return undefined;
+      }
+    },
+    async publish(event) {
+      if (!isUp()) return false;
+      try {
+        await base.publish(channel, JSON.stringify(event));
+        return true;
+      } catch (error) {
+        errors.inc({ op: 'publish' });
+        logError('publish', error);
+        return false;
+      }
+    },
+    onEvent: (handler) => eventHandlers.push(handler),
+    onEventsLost: (handler) => lostHandlers.push(handler),
+    start() {
+      for (const client of [base, subscriber]) {
+        client.connect().catch((error: unknown) => logError('connect', error));
+      }
+    },
+    async close() {
+      closed = true;
+      upGauge.set(0);
+      await Promise.allSettled([base.close(), subscriber.close()]);
+    },
+  };
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real servers the test suite starts on loopback besides its own: Tomcat 10 (with a JDK
 # to compile its test servlet), Go (to build its test server), nginx and Caddy — the upstreams
-# of the differential tests — and wrk, the benchmark's load generator (its smoke run is a test).
+# of the differential tests —, Redis (fleet mode's shared store) and wrk, the benchmark's load
+# generator (its smoke run is a test).
 # Installed from Debian when missing (as root, or through sudo), never
 # started as services: each test starts and stops its own instance. Without them the suite
 # fails loudly rather than skipping (`npm test` runs this first; so does .ci/run).
@@ -14,6 +15,7 @@ declare -A NEEDS=(
   [/usr/sbin/nginx]=nginx-light
   [/usr/bin/caddy]=caddy
   [/usr/bin/wrk]=wrk
+  [/usr/bin/redis-server]=redis-server
 )
 missing=()
 for path in "${!NEEDS[@]}"; do

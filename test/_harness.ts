@@ -347,6 +347,20 @@ export async function eventually(
   return true;
 }
 
+/** True once the async `condition` holds; false if it still does not after `timeoutMs`. */
+export async function eventuallyAsync(
+  condition: () => Promise<boolean>,
+  timeoutMs: number,
+  stepMs = 20,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+  return true;
+}
+
 /** A port that was free a moment ago (bound on 127.0.0.1:0, then released): nothing listens. */
 export async function freePort(): Promise<number> {
   const server = net.createServer();

@@ -31,7 +31,7 @@ export function createFleetBudget(
         if (!store.up) return true;
         let wait: number;
         try {
-          await limiter.consume('introspection', 1);
+          await store.deadline('budget', limiter.consume('introspection', 1));
           return true;
         } catch (error) {
           if (!(error instanceof RateLimiterRes)) return true; // Redis trouble: local budget only

@@ -40,6 +40,8 @@ export interface SharedStore {
   key(name: string): string;
   /** The command client (commands time out after `timeout_ms`), for rate-limiter-flexible. */
   readonly client: Redis;
+  /** Bounds an operation made through `client` by `timeout_ms` (counted as `op` when it fails). */
+  deadline<T>(op: SharedOp, pending: Promise<T>): Promise<T>;
   /** Runs `command` if the store is up; its answer, or undefined on any error or timeout. */
   run<T>(op: SharedOp, command: (client: Redis) => Promise<T>): Promise<T | undefined>;
   /** Publishes an event to every replica of the fleet (this one included). */
@@ -81,10 +83,9 @@ export function createSharedStore(
     socket,
     ...(redis.username !== undefined ? { username: redis.username } : {}),
     ...(redis.password !== undefined ? { password: redis.password } : {}),
-    commandOptions: { timeout: redis.timeout_ms },
   };
   const base = createClient(options) as unknown as Redis;
-  const subscriber = base.duplicate({ commandOptions: {} }) as unknown as Redis;
+  const subscriber = base.duplicate() as unknown as Redis;
   const eventHandlers: Array<(event: Record<string, unknown>) => void> = [];
   const lostHandlers: Array<() => void> = [];
   let subscribed = false;
@@ -150,6 +151,29 @@ export function createSharedStore(
 
   const errors = metrics.sharedStoreErrors;
   const duration = metrics.sharedStoreDuration;
+  /**
+   * `timeout_ms` on every command, enforced here: a Redis that is connected but silent
+   * (paused, swapping, partitioned without a reset) never answers, and node-redis gives a
+   * written command no deadline of its own.
+   */
+  const withDeadline = <T>(pending: Promise<T>): Promise<T> => {
+    pending.catch(() => undefined); // a late answer or error after the deadline is dropped
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () => reject(Object.assign(new Error('shared store timed out'), { code: 'ETIMEDOUT' })),
+        redis.timeout_ms,
+      );
+    });
+    return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
+  };
+  const failed = (op: SharedOp, error: unknown) => {
+    errors.inc({ op });
+    logError(op, error);
+    downUntil = Date.now() + BACKOFF_MS;
+    upGauge.set(0);
+    setTimeout(() => upGauge.set(isUp() ? 1 : 0), BACKOFF_MS + 10).unref();
+  };
 
   return {
     get up() {
@@ -161,27 +185,31 @@ export function createSharedStore(
       if (!isUp()) return undefined;
       const started = performance.now();
       try {
-        const answer = await command(base);
+        const answer = await withDeadline(command(base));
         duration.observe({ op }, (performance.now() - started) / 1000);
         return answer;
       } catch (error) {
-        errors.inc({ op });
-        logError(op, error);
-        downUntil = Date.now() + BACKOFF_MS;
-        upGauge.set(0);
-        setTimeout(() => upGauge.set(isUp() ? 1 : 0), BACKOFF_MS + 10).unref();
+        failed(op, error);
         return undefined;
       }
     },
     async publish(event) {
       if (!isUp()) return false;
       try {
-        await base.publish(channel, JSON.stringify(event));
+        await withDeadline(base.publish(channel, JSON.stringify(event)));
         return true;
       } catch (error) {
-        errors.inc({ op: 'publish' });
-        logError('publish', error);
+        failed('publish', error);
         return false;
+      }
+    },
+    async deadline(op, pending) {
+      try {
+        return await withDeadline(pending);
+      } catch (error) {
+        // Only errors are failures: a rate limiter's "over the limit" answer is an answer.
+        if (error instanceof Error) failed(op, error);
+        throw error;
       }
     },
     onEvent: (handler) => eventHandlers.push(handler),

@@ -16,9 +16,12 @@ import {
   FISHING_REASONS,
   INTROSPECTION_RESULTS,
   OUTCOMES,
+  REVOKED_BY,
   UPSTREAM_ERROR_KINDS,
 } from '../src/metrics/metrics.js';
-import { request, startHarness } from './_harness.js';
+import { SHARED_OPS } from '../src/shared/store.js';
+import { startRedis } from './_fleet.js';
+import { eventuallyAsync, request, startHarness } from './_harness.js';
 
 const repoFile = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), 'utf8');
 
@@ -502,6 +505,9 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   tokenguard_cache_lookups_total: { result: CACHE_RESULTS },
   tokenguard_fishing_failures_total: { reason: FISHING_REASONS },
   tokenguard_upstream_errors_total: { kind: UPSTREAM_ERROR_KINDS },
+  tokenguard_shared_store_errors_total: { op: SHARED_OPS },
+  tokenguard_shared_store_duration_seconds: { op: SHARED_OPS },
+  tokenguard_revocations_total: { by: REVOKED_BY },
   // Recording rules keep the labels they aggregate by.
   'tokenguard:requests:rate5m': { outcome: OUTCOMES },
 };
@@ -627,6 +633,7 @@ test('the PrometheusRule carries the alerts of the issue, each fully annotated',
     'TokenguardFishingSpike',
     'TokenguardHighLatencyP99',
     'TokenguardIntrospectionUnavailable',
+    'TokenguardSharedStoreDown',
     'TokenguardUpstreamErrors',
   ]);
   const anchors = markdownAnchors(runbook);
@@ -673,9 +680,24 @@ test('selector label values are the bounded values of src/metrics/metrics.ts', (
 });
 
 test('every metric the dashboard and the rules name exists in a live gateway scrape', async (t) => {
-  const harness = await startHarness();
-  t.teardown(() => harness.close());
+  // Fleet mode, with a real Redis: its series exist only then.
+  const redis = await startRedis();
+  const harness = await startHarness({
+    config: () => ({ shared: { redis: { url: redis.url, key_prefix: 'monitoring:' } } }),
+  });
+  t.teardown(async () => {
+    await harness.close();
+    await redis.stop();
+  });
   const { url, adminUrl, as } = harness;
+  t.true(
+    await eventuallyAsync(
+      async () =>
+        (await request(`${adminUrl}/metrics`)).body.includes('tokenguard_shared_store_up 1'),
+      10_000,
+    ),
+    'the gateway reached Redis',
+  );
 
   // Observe something in each labelled family so its series exist, not just its TYPE line.
   t.is((await request(`${url}/api/any`)).status, 401);
@@ -728,6 +750,9 @@ test('every metric the dashboard and the rules name exists in a live gateway scr
     'tokenguard_fishing_blocked_requests_total',
     'tokenguard_fishing_blocked_clients',
     'tokenguard_upstream_errors_total',
+    'tokenguard_shared_store_up',
+    'tokenguard_shared_store_errors_total',
+    'tokenguard_revocations_total',
   ]) {
     t.true(used.has(family), `${family} is used nowhere`);
   }

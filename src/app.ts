@@ -39,6 +39,9 @@ interface UpgradeCarrier {
   [kUpgrade]?: UpgradeRequest;
 }
 
+/** Errors that mean the client went away mid-exchange. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+
 export interface Gateway {
   readonly metrics: GatewayMetrics;
   readonly routes: RouteTable;
@@ -155,7 +158,13 @@ export function createGateway(
 
   const app = new Koa<GatewayState>();
   app.silent = true;
-  app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
+  app.on('error', (error: Error) => {
+    // A client's malformed or abandoned request is the client's business, not an alert.
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    if (code.startsWith('HPE_') || CLIENT_GONE.has(code))
+      logger.debug({ err: error }, 'client connection error');
+    else logger.error({ err: error }, 'koa error');
+  });
   app.use(recogniseUpgrade);
   const tarpit = createTarpit();
   app.use(observeRequest({ recorder, logger, isDraining, tarpit }));
@@ -179,12 +188,11 @@ export function createGateway(
     metrics,
     recorder,
     isDraining,
-    onDone: (req, res) => connections.done(req, res),
   });
   // One request at a time per connection (pipelining), each to the cached pass or Koa.
   const connections = createConnections((req, res) => {
     if (options.cachedPass !== false && serveFromMemory(req, res)) return;
-    void handle(req, res).then(() => connections.done(req, res));
+    void handle(req, res);
   });
 
   const proxyServer: Server = http.createServer(
@@ -213,6 +221,20 @@ export function createGateway(
   const upgradedSockets = new Set<Duplex>();
   // `upgrade` and `connect` bypass Koa; give them a response object and the same pipeline.
   const handleRaw = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    try {
+      // Pipelined behind requests still in progress: never served (connections.ts).
+      if (!connections.upgradeMayStart(socket as Socket)) return;
+      serveRaw(req, socket, head);
+    } catch (error) {
+      // Whatever a client sends, it never takes the process down: its connection goes.
+      logger.warn(
+        { event: 'raw_request_failed', code: (error as NodeJS.ErrnoException).code },
+        'upgrade or CONNECT request failed; connection closed',
+      );
+      socket.destroy();
+    }
+  };
+  const serveRaw = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     upgradedSockets.add(socket);
     socket.once('close', () => upgradedSockets.delete(socket));
     socket.on('error', () => socket.destroy());

@@ -16,8 +16,9 @@ import type { ClientIdentifier, ClientIdentity } from './fishing/client-key.js';
 import type { FishingGuard } from './fishing/fishing-guard.js';
 import { checkClaims, type ClaimRules } from './introspection/check-claims.js';
 import type { IntrospectionService } from './introspection/service.js';
+import type { Outcome } from './errors.js';
 import type { GatewayMetrics } from './metrics/metrics.js';
-import { writeRefusal, type RequestRecorder } from './observe-request.js';
+import { answeredStatus, writeRefusal, type RequestRecorder } from './observe-request.js';
 import { checkRequest, hasScopes } from './policy/middleware.js';
 import type { NormalisedTarget } from './policy/normalize-path.js';
 import { isMethodMismatch, type Route, type RouteTable } from './policy/route-table.js';
@@ -37,8 +38,6 @@ export interface CachedPassDependencies {
   metrics: GatewayMetrics;
   recorder: RequestRecorder;
   isDraining: () => boolean;
-  /** The request is over (the connection may start its next one). */
-  onDone: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 /** What the access line and metrics need once the exchange is over. */
@@ -57,12 +56,13 @@ export function createCachedPass(deps: CachedPassDependencies) {
 
   const ended = (exchange: Exchange<Decided>): void => {
     const { req, res, context: decided } = exchange;
-    let outcome: 'forwarded' | 'upstream_error' = 'forwarded';
-    let status = res.statusCode;
+    let outcome: Outcome = 'forwarded';
+    let status = answeredStatus(res);
     if (exchange.error !== null) {
-      // The upstream failed before answering: rendered as the pipeline would (502/504).
+      // Refused before the upstream answered — it failed (502/504), or the body was (400) —
+      // rendered and named as the pipeline would.
       writeRefusal(req, res, exchange.error, false);
-      outcome = 'upstream_error';
+      outcome = exchange.error.outcome;
       status = exchange.error.status;
     } else if (exchange.failure !== null) {
       outcome = 'upstream_error';
@@ -74,7 +74,6 @@ export function createCachedPass(deps: CachedPassDependencies) {
       tokenHash: decided.tokenHash,
       failure: exchange.error ?? undefined,
     });
-    deps.onDone(req, res);
   };
 
   /** Serves the request and returns true, or returns false for the Koa pipeline to take it. */

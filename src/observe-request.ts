@@ -108,6 +108,16 @@ export function createRequestRecorder(
   };
 }
 
+/**
+ * The status an access line records for a forwarded request: the upstream's, or 499 (nginx's
+ * "client closed request") when the client was gone before any answer was written — Koa's
+ * default 404 and Node's default 200 would both name an answer nobody sent.
+ */
+export const CLIENT_CLOSED = 499;
+export function answeredStatus(res: ServerResponse): number {
+  return res.headersSent ? res.statusCode : CLIENT_CLOSED;
+}
+
 export function observeRequest(options: ObserveOptions): GatewayMiddleware {
   const { recorder, logger } = options;
   return async function observeRequest(ctx, next) {
@@ -128,7 +138,7 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
       ctx.req,
       state.route,
       outcome,
-      state.upgradeStatus ?? ctx.res.statusCode,
+      failure?.status ?? state.upgradeStatus ?? answeredStatus(ctx.res),
       started,
       {
         path: state.target?.path,

@@ -136,3 +136,141 @@ test('server.max_connections_per_peer: one address cannot hold more; another add
     },
   );
 });
+
+// ── An upgrade or CONNECT pipelined behind requests in progress (red team, round 2) ──
+// Node hands `upgrade`/`connect` the socket while an earlier response still owns it; serving
+// it then threw ERR_HTTP_SOCKET_ASSIGNED out of the event handler and took the process down.
+
+const UPGRADES = {
+  websocket: (tag: string) =>
+    `GET /public/ws HTTP/1.1\r\nHost: gateway.test\r\nX-Pipeline: ${tag}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+  h2c: (tag: string) =>
+    `GET /public/h2 HTTP/1.1\r\nHost: gateway.test\r\nX-Pipeline: ${tag}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`,
+  connect: (tag: string) =>
+    `CONNECT a.test:80 HTTP/1.1\r\nHost: a.test:80\r\nX-Pipeline: ${tag}\r\n\r\n`,
+};
+
+for (const [first, expected] of [
+  ['GET /nowhere', 404],
+  ['GET /public/first', 200],
+  ['GET /api/orders/1', 401],
+] as const) {
+  for (const [kind, upgrade] of Object.entries(UPGRADES)) {
+    test(`a ${kind} upgrade pipelined behind "${first}" (${expected}) is not served and crashes nothing`, async (t) => {
+      await withHarness(undefined, async (harness) => {
+        const tag = `u-${Math.random()}`;
+        const conversation = await converse(harness.port);
+        try {
+          conversation.write(tagged(first, tag) + upgrade(tag));
+          t.true(await conversation.ended(10_000), 'the gateway closes the connection');
+          const replies = parseResponses(conversation.received());
+          t.deepEqual(
+            replies.map((reply) => reply.status),
+            [expected],
+            'the answer before it is written, nothing else',
+          );
+        } finally {
+          conversation.destroy();
+        }
+        const forwarded = executed(harness, tag);
+        t.deepEqual(
+          forwarded,
+          expected === 200 ? ['GET /public/first'] : [],
+          'the upgrade never reached the upstream',
+        );
+        // Still serving.
+        const after = await exchange(harness.port, tagged('GET /public/after', tag));
+        t.is(after[0]?.status, 200);
+      });
+    });
+  }
+}
+
+test('an upgrade pipelined behind two requests: both are answered in order first', async (t) => {
+  await withHarness(undefined, async (harness) => {
+    const tag = `u-${Math.random()}`;
+    const conversation = await converse(harness.port);
+    try {
+      conversation.write(
+        tagged('GET /public/1', tag) + tagged('GET /public/2', tag) + UPGRADES.websocket(tag),
+      );
+      t.true(await conversation.ended(10_000));
+      t.deepEqual(
+        parseResponses(conversation.received()).map((reply) => reply.status),
+        [200, 200],
+      );
+    } finally {
+      conversation.destroy();
+    }
+    t.deepEqual(executed(harness, tag), ['GET /public/1', 'GET /public/2']);
+  });
+});
+
+test('an upgrade alone on its connection is still served', async (t) => {
+  await withHarness(undefined, async (harness) => {
+    const tag = `u-${Math.random()}`;
+    const conversation = await converse(harness.port);
+    try {
+      conversation.write(UPGRADES.websocket(tag));
+      t.true(await conversation.until((received) => received.includes('\r\n\r\n'), 10_000));
+      t.regex(conversation.received(), /^HTTP\/1\.1 101 /);
+    } finally {
+      conversation.destroy();
+    }
+  });
+});
+
+// ── A connection that is gone takes its waiting requests with it ──
+
+test('requests queued behind bytes Node refuses are never started (no lingering exchange, no false timeout)', async (t) => {
+  await withHarness(
+    () => ({ upstream: { timeout_ms: 300 } }),
+    async (harness) => {
+      const tag = `q-${Math.random()}`;
+      for (const garbage of ['GET api HTTP/1.1\r\n\r\n', 'GET /public/x HTTP/1.1\r\n\r\n']) {
+        // The second line has no Host: Node's own 400, like the unparsable target.
+        const replies = await exchange(
+          harness.port,
+          tagged('GET /public/a', tag) + tagged('GET /public/b', tag) + garbage,
+          { expectResponses: 1, timeoutMs: 3000 },
+        );
+        t.true(replies.length >= 1);
+      }
+      // Twice the upstream timeout: a request left in the forwarder would be a 504 by now.
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      const lines = harness
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes('"outcome"'));
+      t.false(
+        lines.some((line) => line.includes('"status":504') || line.includes('upstream_error')),
+        'no request waited for an upstream it was never sent to',
+      );
+      t.false(harness.logs().includes('"kind":"timeout"'), 'no upstream timeout was counted');
+      t.true(executed(harness, tag).length <= 4);
+    },
+  );
+});
+
+// ── Errors are logged without the request's bytes ──
+
+test('a parse error behind a request with a token: no byte of the token reaches the logs', async (t) => {
+  await withHarness(undefined, async (harness) => {
+    const token = harness.as.issue({ scope: 'orders:read' });
+    for (const tail of ['GET api/x HTTP/1.1\r\n\r\n', 'GET / HTTP/1.1\r\nBad Header\r\n\r\n']) {
+      await exchange(
+        harness.port,
+        `GET /api/orders/1 HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer ${token}\r\nCookie: session=${token}\r\n\r\n${tail}`,
+        { expectResponses: 1, timeoutMs: 3000 },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const logs = harness.logs();
+    t.false(logs.includes(token), 'not as text');
+    // Nor as a Buffer's bytes, a typed array or base64 (how serializers render raw data).
+    const bytes = [...Buffer.from(token)];
+    t.false(logs.includes(bytes.slice(0, 8).join(',')), 'not as a byte array');
+    t.false(logs.includes(Buffer.from(token).toString('base64').slice(0, 16)), 'not as base64');
+    t.false(logs.includes('rawPacket'));
+  });
+});

@@ -22,7 +22,7 @@ import {
 } from '../_harness.js';
 import { createFishingGuard } from '../../src/fishing/fishing-guard.js';
 import { createLogger } from '../../src/log/logger.js';
-import { exchange, WEBSOCKET_HEADERS } from './_attack.js';
+import { converse, exchange, parseResponses, WEBSOCKET_HEADERS } from './_attack.js';
 
 const silentLogger = () => createLogger('silent');
 
@@ -222,4 +222,40 @@ test('hammering: a blocked client past a few refusals a second has its answers h
   } finally {
     guard.close();
   }
+});
+
+test('a hammering blocked client cannot pipeline around the tarpit: each request waits for the answer before it', async (t) => {
+  await withHarness(
+    () => ({ fishing: { window_seconds: 60, max_failures: 1, block_seconds: 60 } }),
+    async (harness) => {
+      const from = '127.0.0.31';
+      await getOrder(harness, from, unknownToken()); // blocked from here on
+      // More than a few refusals a second: hammering, so its answers are held.
+      for (let index = 0; index < 15; index += 1)
+        await exchange(harness.port, `GET /api/orders/h HTTP/1.1\r\nHost: gw\r\n\r\n`, { from });
+      const pipelined = Array.from(
+        { length: 20 },
+        (_, index) => `GET /api/orders/p${index} HTTP/1.1\r\nHost: gw\r\n\r\n`,
+      ).join('');
+      const decided = () =>
+        harness
+          .logs()
+          .split('\n')
+          .filter((line) => /"path":"\/api\/orders\/p\d+"/.test(line)).length;
+      const conversation = await converse(harness.port, from);
+      try {
+        conversation.write(pipelined);
+        t.true(await conversation.until((received) => received.includes('\r\n\r\n'), 10_000));
+        const answered = parseResponses(conversation.received()).length;
+        t.is(parseResponses(conversation.received())[0]?.status, 429);
+        // Decided so far: those answered, and at most the one now held.
+        t.true(
+          decided() <= answered + 1,
+          `${decided()} requests decided when ${answered} were answered`,
+        );
+      } finally {
+        conversation.destroy();
+      }
+    },
+  );
 });

@@ -336,7 +336,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       (res as Carrier)[kExchange] = exchange;
       watch(exchange);
       res.on('close', onResponseClose);
-      const scanner = createBodyOverrideScanner(req.method, req.headers['content-type']);
+      const scanner = createBodyOverrideScanner(req.method, req.headers);
       agent.current = exchange;
       if (scanner === null) {
         proxyWeb(req, res, onProxyError);

@@ -30,8 +30,13 @@ export const SHARED_OPS: readonly SharedOp[] = [
 
 export type Redis = RedisClientType;
 
-/** How long a failed command keeps the store down before the next attempt. */
+/** How long the store stays down, once tripped, before the next attempt. */
 const BACKOFF_MS = 1000;
+/**
+ * Timeouts in a row that trip the store. One slow answer (a GC pause, a busy core) costs only
+ * its own request a fallback; a Redis that hangs trips it after a few, and then costs nothing.
+ */
+const TRIP_AFTER = 3;
 
 export interface SharedStore {
   /** Both connections are ready: shared state is in use. */
@@ -93,10 +98,12 @@ export function createSharedStore(
 
   const upGauge = metrics.sharedStoreUp;
   /**
-   * After a failed or timed-out command the store counts as down for a moment: a Redis that
-   * hangs (connected, silent) costs the next misses nothing instead of `timeout_ms` each.
+   * After a connection error, or `TRIP_AFTER` timeouts in a row, the store counts as down for
+   * a moment: a Redis that hangs (connected, silent) costs the next misses nothing instead of
+   * `timeout_ms` each.
    */
   let downUntil = 0;
+  let timeoutsInARow = 0;
   const isUp = () => base.isReady && subscriber.isReady && subscribed && Date.now() >= downUntil;
   upGauge.set(0);
 
@@ -160,16 +167,23 @@ export function createSharedStore(
     pending.catch(() => undefined); // a late answer or error after the deadline is dropped
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(Object.assign(new Error('shared store timed out'), { code: 'ETIMEDOUT' })),
-        redis.timeout_ms,
-      );
+      timer = setTimeout(() => {
+        // Timers run before I/O in a turn of the event loop: after a stall (GC, a burst of
+        // work) the answer may be read already but not yet handled. setImmediate runs after
+        // that I/O, so only an answer that truly did not come counts as a timeout.
+        setImmediate(() =>
+          reject(Object.assign(new Error('shared store timed out'), { code: 'ETIMEDOUT' })),
+        );
+      }, redis.timeout_ms);
     });
     return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
   };
   const failed = (op: SharedOp, error: unknown) => {
     errors.inc({ op });
     logError(op, error);
+    const timedOut = (error as { code?: string }).code === 'ETIMEDOUT';
+    if (timedOut && ++timeoutsInARow < TRIP_AFTER) return;
+    timeoutsInARow = 0;
     downUntil = Date.now() + BACKOFF_MS;
     upGauge.set(0);
     setTimeout(() => upGauge.set(isUp() ? 1 : 0), BACKOFF_MS + 10).unref();
@@ -186,6 +200,7 @@ export function createSharedStore(
       const started = performance.now();
       try {
         const answer = await withDeadline(command(base));
+        timeoutsInARow = 0;
         duration.observe({ op }, (performance.now() - started) / 1000);
         return answer;
       } catch (error) {
@@ -197,6 +212,7 @@ export function createSharedStore(
       if (!isUp()) return false;
       try {
         await withDeadline(base.publish(channel, JSON.stringify(event)));
+        timeoutsInARow = 0;
         return true;
       } catch (error) {
         failed('publish', error);
@@ -205,7 +221,9 @@ export function createSharedStore(
     },
     async deadline(op, pending) {
       try {
-        return await withDeadline(pending);
+        const answer = await withDeadline(pending);
+        timeoutsInARow = 0;
+        return answer;
       } catch (error) {
         // Only errors are failures: a rate limiter's "over the limit" answer is an answer.
         if (error instanceof Error) failed(op, error);

@@ -39,7 +39,11 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { readsAsMethodOverride } from './method-override.js';
 
-/** Longer field names are refused: `_method` with thousands of leading blanks is still `_method` to PHP. */
+/**
+ * A field name is held back until it ends, up to this many bytes. A longer one is refused
+ * (`_method` behind thousands of blanks or brackets is still `_method` to PHP and Rack) —
+ * unless its beginning already decides it: see longNameIsHarmless.
+ */
 export const MAX_FIELD_NAME_BYTES = 1024;
 /** A multipart part's header block beyond this is refused. */
 export const MAX_PART_HEADER_BYTES = 8 * 1024;
@@ -241,6 +245,8 @@ class UrlEncodedScanner extends Transform {
   private inName = true;
   /** The current name's bytes, not forwarded yet. */
   private held: Buffer = EMPTY;
+  /** The current name is long and already known not to be `_method`: it streams through. */
+  private nameDecided = false;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
     let start = 0; // the first byte of `chunk` neither forwarded nor held
@@ -249,27 +255,35 @@ class UrlEncodedScanner extends Transform {
       const separator = byte === AMPERSAND || byte === SEMICOLON;
       if (this.inName) {
         if (byte !== EQUALS && !separator) continue;
-        const name = Buffer.concat([this.held, chunk.subarray(start, index)]);
-        if (readsAsBodyOverride(name.toString('latin1'))) {
-          callback(new MethodOverrideInBody('_method field in a form body'));
-          return;
+        if (!this.nameDecided) {
+          const name = Buffer.concat([this.held, chunk.subarray(start, index)]);
+          if (readsAsBodyOverride(name.toString('latin1'))) {
+            callback(new MethodOverrideInBody('_method field in a form body'));
+            return;
+          }
+          if (this.held.length > 0) this.push(this.held);
+          this.held = EMPTY;
         }
-        if (this.held.length > 0) this.push(this.held);
         this.push(chunk.subarray(start, index + 1));
-        this.held = EMPTY;
         start = index + 1;
         this.inName = byte !== EQUALS;
+        this.nameDecided = false;
       } else if (separator) {
         this.push(chunk.subarray(start, index + 1));
         start = index + 1;
         this.inName = true;
       }
     }
-    if (this.inName) {
+    if (this.inName && !this.nameDecided) {
       this.held = Buffer.concat([this.held, chunk.subarray(start)]);
       if (this.held.length > MAX_FIELD_NAME_BYTES) {
-        callback(new MethodOverrideInBody('form field name too long to read'));
-        return;
+        if (!longNameIsHarmless(this.held)) {
+          callback(new MethodOverrideInBody('form field name too long to read'));
+          return;
+        }
+        this.push(this.held);
+        this.held = EMPTY;
+        this.nameDecided = true;
       }
     } else if (start < chunk.length) {
       this.push(chunk.subarray(start));
@@ -291,6 +305,26 @@ class UrlEncodedScanner extends Transform {
 
 const AMPERSAND = 0x26;
 const EQUALS = 0x3d;
+const PERCENT = 0x25;
+/** What every reading drops from the front of a name (readsAsBodyOverride's and PHP's). */
+const NAME_JUNK = /^[\s\0[\]+]+/;
+const DECIDING_CHARACTERS = 16;
+
+/**
+ * A name longer than MAX_FIELD_NAME_BYTES whose beginning already rules out `_method` for
+ * every continuation — so a body that is no form at all (JSON or text POSTed without a
+ * Content-Type, which Rack reads as a form) is not refused for one long "name". Without
+ * escapes every byte reads as one character, so each reading of the name is fixed by its
+ * beginning once that holds 16 characters past what the readings drop from the front: the
+ * name either ends (at `[`, `]` or NUL) within them, as it does in every continuation, or is
+ * far longer than `_method`. An escape can combine with bytes not seen yet (`%25` + `5F`),
+ * and a name that is all blanks or brackets so far could still end in `_method`: refused.
+ */
+function longNameIsHarmless(held: Buffer): boolean {
+  if (held.includes(PERCENT)) return false;
+  const text = held.toString('latin1');
+  return !readsAsBodyOverride(text) && text.replace(NAME_JUNK, '').length >= DECIDING_CHARACTERS;
+}
 
 /**
  * `--boundary\r\nheaders\r\n\r\nbody\r\n--boundary…`: each part's header block is held until it

@@ -10,7 +10,10 @@
 import { Readable } from 'node:stream';
 import test from 'ava';
 import fc from 'fast-check';
-import { createBodyOverrideScanner } from '../../src/policy/body-method-override.js';
+import {
+  createBodyOverrideScanner,
+  MAX_FIELD_NAME_BYTES,
+} from '../../src/policy/body-method-override.js';
 
 const FORM = 'application/x-www-form-urlencoded';
 const BOUNDARY = '----tg1234';
@@ -366,4 +369,64 @@ test('a POST with a body and no media type is scanned as a form (Rack reads it a
   t.not(createBodyOverrideScanner('POST', { 'transfer-encoding': 'chunked' }), null);
   const { refused } = await scan({}, Buffer.from('a=1&_method=DELETE'), []);
   t.true(refused);
+});
+
+/**
+ * Names longer than MAX_FIELD_NAME_BYTES: a body that is no form (JSON or text POSTed without
+ * a Content-Type) passes when its first "name" starts plainly, and a name whose beginning
+ * could still turn into `_method` — blanks, brackets, NULs or `+` in front, or an escape
+ * anywhere — is refused, never passed.
+ */
+const junk = fc.constantFrom(' ', '\t', '\0', '[', ']', '+', '\u00a0');
+test('a long field name passes when its beginning rules out _method, else it is refused', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(junk, { maxLength: 30 }),
+      fc.stringMatching(/^[a-zA-Z0-9{}":,_. -]{16,64}$/),
+      fc.integer({ min: MAX_FIELD_NAME_BYTES + 1, max: 3 * MAX_FIELD_NAME_BYTES }),
+      sizes,
+      async (front, start, length, chunking) => {
+        const plain = `${front.join('')}${start}`;
+        const name = plain.padEnd(length, 'x');
+        const body = Buffer.from(`${name}=1&a=2`, 'latin1');
+        const { refused, out } = await scan({}, body, chunking);
+        t.false(refused, JSON.stringify(plain));
+        t.true(out.equals(body));
+      },
+    ),
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        // Nothing but what the readings drop, then `_method`.
+        fc
+          .array(junk, { minLength: MAX_FIELD_NAME_BYTES + 1, maxLength: 2000 })
+          .map((front) => front.join('') + '_method'),
+        // Escapes of what the readings drop, then `_method`.
+        fc
+          .array(fc.constantFrom('%20', '%5B', '%00', '%2520'), { minLength: 400, maxLength: 700 })
+          .map((front) => front.join('') + '_method'),
+        // `_method` cut by a bracket, padded beyond the limit.
+        fc
+          .constantFrom('_method[', '[_method]', '_method\0')
+          .map((start) => start.padEnd(MAX_FIELD_NAME_BYTES + 10, 'x')),
+      ),
+      sizes,
+      async (name, chunking) => {
+        const body = Buffer.from(`${name}=DELETE`, 'latin1');
+        const { refused, out } = await scan({}, body, chunking);
+        t.true(refused, JSON.stringify(name.slice(0, 40)));
+        t.false(out.includes(Buffer.from('=DELETE')));
+      },
+    ),
+  );
+});
+
+test('a long name with an escape in its first bytes is refused when it arrives in pieces', async (t) => {
+  // `%25` + `5F` is `%5F` is `_`: an escape can combine with bytes not seen yet.
+  const name = 'abcdefghijklmnopqrstu%25'.padEnd(MAX_FIELD_NAME_BYTES + 100, 'x');
+  const { refused } = await scan({}, Buffer.from(`${name}=1`), [MAX_FIELD_NAME_BYTES + 10]);
+  t.true(refused);
+  // Whole, the same name is read to its end and is harmless.
+  t.false((await scan({}, Buffer.from(`${name}=1`), [])).refused);
 });

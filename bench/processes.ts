@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 
 export interface Role {
@@ -116,4 +117,61 @@ export async function startRole(
 export async function asCalls(as: Role): Promise<number> {
   const response = await fetch(`http://127.0.0.1:${as.port}/__stats`);
   return ((await response.json()) as { calls: number }).calls;
+}
+
+/** A redis-server on a free loopback port, no persistence (fleet mode's shared store). */
+export async function startRedisServer(): Promise<{
+  port: number;
+  /** Commands the server has processed so far (INFO stats), the INFO command itself included. */
+  commands(): Promise<number>;
+  stop(): Promise<void>;
+}> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start (is it installed?)');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    port,
+    async commands() {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      socket.setEncoding('utf8');
+      socket.write('INFO stats\r\n');
+      let text = '';
+      for await (const chunk of socket) {
+        text += chunk as string;
+        const match = /total_commands_processed:(\d+)/.exec(text);
+        if (match) {
+          socket.destroy();
+          return Number(match[1]);
+        }
+      }
+      throw new Error('redis-server: no total_commands_processed in INFO stats');
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
 }

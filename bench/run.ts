@@ -9,7 +9,7 @@
  *
  *   npm run bench                       the full run (a few minutes)
  *   npm run bench -- --smoke            seconds: every scenario, tiny (CI runs it)
- *   npm run bench -- --only cached      one scenario (cached, distinct, cold, fishing, flood, memory)
+ *   npm run bench -- --only cached      one scenario (cached, distinct, cold, fishing, flood, fleet, memory)
  *   npm run bench -- --json FILE        where the JSON goes (default bench-results.json)
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,7 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
 import { load, loadGenerator, populate, type LoadResult, type Traffic } from './load.js';
-import { asCalls, startRole, type Role } from './processes.js';
+import { asCalls, startRedisServer, startRole, type Role } from './processes.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,6 +42,7 @@ const P = SMOKE
       floodTokens: 20_000,
       floodAddresses: 5000,
       memoryTokens: 10_000,
+      fleetTokens: 300,
     }
   : {
       rounds: 3,
@@ -54,6 +55,7 @@ const P = SMOKE
       floodTokens: 1_000_000,
       floodAddresses: 100_000,
       memoryTokens: 100_000,
+      fleetTokens: 2000,
     };
 
 const MAX_FAILURES = 5;
@@ -119,7 +121,7 @@ ${options.extra ?? ''}`,
 
 interface Row {
   scenario: string;
-  side: 'passthrough' | 'gateway' | 'legitimate' | 'attacker';
+  side: 'passthrough' | 'gateway' | 'legitimate' | 'attacker' | 'fleet on' | 'fleet off';
   connections: number;
   rps: number;
   ratio?: number;
@@ -499,6 +501,78 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
         );
       },
     );
+  },
+
+  /**
+   * Fleet mode: three replicas on one Redis. Every distinct token costs the authorization
+   * server one call for the whole fleet; and the cache-hit path with fleet mode on costs what
+   * it costs with it off (hits never touch Redis).
+   */
+  async fleet() {
+    const redis = await startRedisServer();
+    try {
+      const shared = `shared: {redis: {url: "redis://127.0.0.1:${redis.port}", key_prefix: "bench:"}}\n`;
+      const upstream = await startRole('upstream', ['upstream']);
+      const as = await startRole('as', ['as'], { env: { BENCH_AS_LATENCY_MS: '5' } });
+      const replicas: Role[] = [];
+      let alone: Role | undefined;
+      try {
+        for (let index = 0; index < 3; index += 1) {
+          const config = gatewayConfig(upstream, as, { budget: 100_000, extra: shared });
+          replicas.push(
+            await startRole('gateway', ['gateway', config], { nodeArgs: GATEWAY_NODE_ARGS }),
+          );
+        }
+        alone = await startRole('gateway', ['gateway', gatewayConfig(upstream, as, {})], {
+          nodeArgs: GATEWAY_NODE_ARGS,
+        });
+        await new Promise((resolve) => setTimeout(resolve, 500)); // the replicas reach Redis
+        // Every token through all three replicas, in turns.
+        const tokens = P.fleetTokens;
+        const before = await asCalls(as);
+        for (const replica of replicas) await populate(replica.port, 'good-fleet-', tokens, 32);
+        const calls = (await asCalls(as)) - before;
+        check(
+          'fleet',
+          `AS calls = distinct tokens (${tokens}) across 3 replicas`,
+          `${calls}`,
+          calls === tokens,
+        );
+        // Cache hits: one replica of the fleet against a gateway without fleet mode with the same
+        // history (the same tokens first), the token cached in both first (its miss is the
+        // only thing here that may reach Redis).
+        await populate(alone.port, 'good-fleet-', tokens, 32);
+        await populate((replicas[0] as Role).port, 'good-', 1, 1);
+        await populate(alone.port, 'good-', 1, 1);
+        const commandsBefore = await redis.commands();
+        const { gateway: on, bare: off } = await compare(
+          'fleet: cached token, on vs off',
+          alone,
+          replicas[0] as Role,
+          as,
+          { token: { prefix: 'good-', count: 1 } },
+          50,
+        );
+        // The INFO command that reads the count is counted too; nothing else may be.
+        const commands = (await redis.commands()) - commandsBefore - 1;
+        check('fleet', 'cache hits: no Redis command', `${commands}`, commands === 0);
+        // compare() labels its sides passthrough/gateway: here they are "off" and "on".
+        off.side = 'fleet off';
+        on.side = 'fleet on';
+        const cpu = (on.cpuUsPerRequest as number) / (off.cpuUsPerRequest as number);
+        check(
+          'fleet',
+          'cache-hit path with fleet mode on within 5 % of off',
+          `${(on.ratio as number).toFixed(3)} × the req/s, ${cpu.toFixed(3)} × the CPU per request`,
+          (on.ratio as number) >= 0.95,
+        );
+      } finally {
+        await Promise.all([...replicas, alone].map((role) => role?.stop()));
+        await Promise.all([as.stop(), upstream.stop()]);
+      }
+    } finally {
+      await redis.stop();
+    }
   },
 
   /** Memory: 100,000 cached tokens. */

@@ -14,6 +14,7 @@ import httpProxy from 'http-proxy';
 import { createGateway } from '../src/app.js';
 import { loadConfigFile } from '../src/config/load.js';
 import { createLogger } from '../src/log/logger.js';
+import { tuneRuntime } from '../src/runtime.js';
 
 const [role, ...args] = process.argv.slice(2);
 // A clean exit on SIGTERM/SIGINT, so `--cpu-prof` can write its profile.
@@ -86,6 +87,7 @@ if (role === 'upstream') {
   server.keepAliveTimeout = 65_000;
   server.listen(0, '127.0.0.1', () => announce(server));
 } else if (role === 'gateway') {
+  tuneRuntime(); // as main.ts does
   const config = loadConfigFile(args[0] as string);
   // Access logs on, as in production: pino's asynchronous destination, unbuffered, writing to /dev/null.
   const { default: pino } = await import('pino');

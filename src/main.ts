@@ -5,8 +5,10 @@
 import { createGateway } from './app.js';
 import type { Config } from './config/schema.js';
 import { createLogger } from './log/logger.js';
+import { tuneRuntime } from './runtime.js';
 
 export async function runGateway(config: Config): Promise<void> {
+  tuneRuntime();
   const logger = createLogger(config.log.level);
   const gateway = createGateway(config, logger);
   process.on('uncaughtException', (error) => {

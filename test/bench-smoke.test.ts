@@ -45,6 +45,8 @@ const FUNCTIONAL = [
   /^flood: cached tokens still served from cache after it$/,
   /^flood: legitimate: no errors$/,
   /^memory: every token cached$/,
+  /^fleet: AS calls = distinct tokens/,
+  /^fleet: cache hits: no Redis command$/,
   /^cached-\d+: no errors$/,
 ];
 
@@ -68,6 +70,7 @@ test('npm run bench -- --smoke: every scenario runs; counts hold; the hot path c
       'cold',
       'distinct',
       'fishing',
+      'fleet',
       'flood',
       'memory',
     ]);

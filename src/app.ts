@@ -30,6 +30,7 @@ import { createRouteTable, type RouteTable } from './policy/route-table.js';
 import { closeAfterwards, createForwarder } from './proxy/forwarder.js';
 import { forwardToUpstream } from './proxy/middleware.js';
 import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
+import { createRequestIds } from './request-id.js';
 import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
 import { extractBearerToken } from './token/middleware.js';
 import { warnAboutInsecureSettings } from './config/attention.js';
@@ -115,6 +116,7 @@ export function createGateway(
     isDraining,
   });
   const headerPolicy = createUpstreamHeaderPolicy({
+    requestIdHeader: config.forward.request_id_header,
     identityHeaders: Object.keys(config.forward.identity_headers),
     stripAuthorization: config.forward.strip_authorization,
     keepFromTrustedProxies: config.forward.keep_from_trusted_proxies,
@@ -129,8 +131,12 @@ export function createGateway(
     trustedProxies: config.server.trusted_proxies,
     ipv6PrefixLength: config.fishing.ipv6_prefix_length,
   });
+  const requestIds = createRequestIds({
+    header: config.forward.request_id_header,
+    fromTrustedProxy: (req) => identifier.identify(req).viaTrustedProxy,
+  });
   const accessLog = createAccessLog(logger, config.log.access_log);
-  const recorder = createRequestRecorder(metrics, accessLog);
+  const recorder = createRequestRecorder(metrics, accessLog, requestIds);
 
   const authenticate = compose<Koa.ParameterizedContext<GatewayState>>([
     refuseBlockedClients(fishing, metrics, fleet?.fishing),
@@ -138,6 +144,7 @@ export function createGateway(
     introspectToken(introspection, fishing, {
       admissionWaitMs: config.introspection.timeout_ms,
       fleet: fleet?.fishing,
+      requestIds,
     }),
     validateToken(claimRules),
     enforceScopes(),
@@ -172,7 +179,7 @@ export function createGateway(
   app.use(identifyClient(identifier));
   app.use(matchRoute(routes));
   app.use(authenticateUnlessPublic);
-  app.use(forwardToUpstream(forwarder, headerPolicy));
+  app.use(forwardToUpstream(forwarder, headerPolicy, requestIds));
   const handle = app.callback();
 
   // Requests decidable from memory (the cache-hit path) skip Koa; everything else — every
@@ -187,10 +194,13 @@ export function createGateway(
     forwarder,
     metrics,
     recorder,
+    requestIds,
     isDraining,
   });
   // One request at a time per connection (pipelining), each to the cached pass or Koa.
   const connections = createConnections((req, res) => {
+    // The client learns the id its request is logged under, whatever the answer.
+    res.setHeader(requestIds.header, requestIds.of(req));
     if (options.cachedPass !== false && serveFromMemory(req, res)) return;
     void handle(req, res);
   });

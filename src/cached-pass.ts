@@ -24,6 +24,7 @@ import type { NormalisedTarget } from './policy/normalize-path.js';
 import { isMethodMismatch, type Route, type RouteTable } from './policy/route-table.js';
 import type { Exchange, Forwarder } from './proxy/forwarder.js';
 import { buildUpstreamHeaders, type UpstreamHeaderPolicy } from './proxy/upstream-headers.js';
+import type { RequestIds } from './request-id.js';
 import { readBearerCredentials } from './token/extract-bearer-token.js';
 import type { IdentityHeaders } from './proxy/identity-headers.js';
 
@@ -37,6 +38,7 @@ export interface CachedPassDependencies {
   forwarder: Forwarder;
   metrics: GatewayMetrics;
   recorder: RequestRecorder;
+  requestIds: RequestIds;
   isDraining: () => boolean;
 }
 
@@ -116,6 +118,7 @@ export function createCachedPass(deps: CachedPassDependencies) {
       proto: 'http',
       websocket: false,
       authority: target.authority,
+      requestId: deps.requestIds.of(req),
     });
     const decided: Decided = { started, route, target, client, tokenHash: key };
     forwarder.web(req, res, ended, decided);

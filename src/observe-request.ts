@@ -10,6 +10,7 @@ import { GatewayError, type Outcome } from './errors.js';
 import { jsonString, type AccessLog } from './log/access-log.js';
 import type { GatewayMetrics } from './metrics/metrics.js';
 import { UNMATCHED_ROUTE_LABEL, type Route } from './policy/route-table.js';
+import { traceIdOf, type RequestIds } from './request-id.js';
 import type { GatewayContext, GatewayMiddleware } from './state.js';
 
 const REALM = 'Bearer realm="tokenguard"';
@@ -82,6 +83,7 @@ export interface RecordFacts {
 export function createRequestRecorder(
   metrics: GatewayMetrics,
   accessLog: AccessLog,
+  requestIds: RequestIds,
 ): RequestRecorder {
   const unmatchedJson = jsonString(UNMATCHED_ROUTE_LABEL);
   return {
@@ -103,6 +105,8 @@ export function createRequestRecorder(
         token: facts.tokenHash?.slice(0, 12),
         code: facts.failure?.code,
         detail: facts.failure?.detail,
+        requestId: requestIds.of(req),
+        traceId: traceIdOf(req.headers.traceparent),
       });
     },
   };

@@ -372,6 +372,16 @@ const forwardSchema = z
       )
       .default({})
       .describe('Header → introspection claim; client-sent copies are always removed.'),
+    request_id_header: z
+      .string()
+      .regex(HEADER_NAME, 'must be a valid HTTP header name')
+      .refine((name) => !RESERVED_HEADERS.has(name.toLowerCase()), {
+        message: 'is a header the proxy owns and cannot carry a request id',
+      })
+      .default('X-Request-Id')
+      .describe(
+        'The request id: kept from a trusted proxy when well formed, else generated; sent to the upstream and the client, and logged.',
+      ),
   })
   .prefault({});
 
@@ -414,6 +424,14 @@ export const configSchema = z
         });
       }
       seen.add(canonical);
+    }
+    const requestId = config.forward.request_id_header.toLowerCase().replaceAll('_', '-');
+    if (seen.has(requestId)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['forward', 'request_id_header'],
+        message: 'is also an identity header',
+      });
     }
   });
 

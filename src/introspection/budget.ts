@@ -20,6 +20,12 @@ export interface Requester {
   clientKey: string;
   /** The client has failed presentations in the window: served last, shed first. */
   suspect: boolean;
+  /**
+   * What follows the call to the authorization server (the first requester's, when several
+   * wait for one call): the request id and a W3C `traceparent`.
+   */
+  requestId?: string;
+  traceparent?: string;
 }
 
 export interface IntrospectionBudget {

@@ -23,12 +23,20 @@ export type IntrospectionAnswer = { active: false } | { active: true; claims: Cl
 
 export interface IntrospectionClient {
   readonly endpoint: URL;
-  introspect(token: string): Promise<IntrospectionAnswer>;
+  /** `context`: the request id and `traceparent` to send along (the requester's). */
+  introspect(token: string, context?: CallContext): Promise<IntrospectionAnswer>;
   close(): Promise<void>;
+}
+
+export interface CallContext {
+  requestId?: string | undefined;
+  traceparent?: string | undefined;
 }
 
 export interface IntrospectionClientOptions {
   endpoint: URL;
+  /** The header the request id travels in (forward.request_id_header); default X-Request-Id. */
+  requestIdHeader?: string;
   config: Pick<
     IntrospectionConfig,
     | 'auth_method'
@@ -60,15 +68,18 @@ export function createIntrospectionClient(
   });
   const authenticate = createClientAuthentication(endpoint, config);
   const requestPath = endpoint.pathname + endpoint.search;
+  const requestIdHeader = (options.requestIdHeader ?? 'X-Request-Id').toLowerCase();
 
   return {
     endpoint,
-    async introspect(token) {
+    async introspect(token, context) {
       const form = new URLSearchParams({ token, token_type_hint: config.token_type_hint });
       const headers: Record<string, string> = {
         'content-type': 'application/x-www-form-urlencoded',
         accept: 'application/json',
       };
+      if (context?.requestId !== undefined) headers[requestIdHeader] = context.requestId;
+      if (context?.traceparent !== undefined) headers.traceparent = context.traceparent;
       authenticate(form, headers);
       let response;
       try {

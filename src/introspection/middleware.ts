@@ -1,6 +1,7 @@
 import { blockedForFishing, clientGuessesInFlight, invalidToken } from '../errors.js';
 import { tokenHash } from '../cache/token-cache.js';
 import type { FishingGuard } from '../fishing/fishing-guard.js';
+import { traceparentOf, type RequestIds } from '../request-id.js';
 import type { FleetFishing } from '../shared/fleet-fishing.js';
 import type { GatewayContext, GatewayMiddleware } from '../state.js';
 import { checkClaims, type ClaimRules } from './check-claims.js';
@@ -15,9 +16,13 @@ import type { IntrospectionService } from './service.js';
 export function introspectToken(
   introspection: IntrospectionService,
   guard: FishingGuard,
-  options: { admissionWaitMs: number; fleet?: FleetFishing | undefined },
+  options: {
+    admissionWaitMs: number;
+    fleet?: FleetFishing | undefined;
+    requestIds: RequestIds;
+  },
 ): GatewayMiddleware {
-  const { fleet } = options;
+  const { fleet, requestIds } = options;
   return async function introspectToken(ctx, next) {
     const token = ctx.state.token as string;
     const key = tokenHash(token);
@@ -34,7 +39,12 @@ export function introspectToken(
     }
     // A client with failed presentations in the window waits behind the others for budget.
     const suspect = guard.failures(clientKey) > 0;
-    const { entry, result } = await introspection.lookup(token, key, { clientKey, suspect });
+    const { entry, result } = await introspection.lookup(token, key, {
+      clientKey,
+      suspect,
+      requestId: requestIds.of(ctx.req),
+      traceparent: traceparentOf(ctx.req),
+    });
     ctx.state.cacheResult = result;
     if (!entry.active) throw invalidToken('inactive', 'introspection: active is false');
     ctx.state.grant = entry;

@@ -108,7 +108,11 @@ export function createIntrospectionService(
   let retryTimer: NodeJS.Timeout | undefined;
 
   const useEndpoint = (endpoint: URL) => {
-    client = createIntrospectionClient({ endpoint, config: settings });
+    client = createIntrospectionClient({
+      endpoint,
+      config: settings,
+      requestIdHeader: config.forward.request_id_header,
+    });
   };
 
   if (settings.endpoint) {
@@ -185,7 +189,7 @@ export function createIntrospectionService(
     const started = performance.now();
     let result: IntrospectionResult = 'error';
     try {
-      const answer = await client.introspect(token);
+      const answer = await client.introspect(token, requester);
       result = answer.active ? 'active' : 'inactive';
       lastGoodAnswerMs = Date.now();
       if (!answer.active) return { entry: INACTIVE };

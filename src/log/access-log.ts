@@ -23,6 +23,10 @@ export interface AccessLine {
   token: string | undefined;
   code: string | undefined;
   detail: string | undefined;
+  /** request-id.ts: well formed (JSON-safe) by construction. */
+  requestId: string;
+  /** The trace id of a valid `traceparent` (32 hex digits). */
+  traceId: string | undefined;
 }
 
 export interface AccessLog {
@@ -71,7 +75,9 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
     flush,
     write(line) {
       if (!on) return;
-      let text = `{"level":${INFO},"time":${Date.now()}${bindings},"event":"access","method":"${line.method}"`;
+      let text = `{"level":${INFO},"time":${Date.now()}${bindings},"event":"access","request_id":"${line.requestId}"`;
+      if (line.traceId !== undefined) text += `,"trace_id":"${line.traceId}"`;
+      text += `,"method":"${line.method}"`;
       if (line.path !== undefined) text += `,"path":${jsonString(line.path)}`;
       text += `,"route":${line.routeJson},"outcome":"${line.outcome}","status":${line.status},"latency_ms":${line.latencyMs}`;
       if (line.cache !== undefined) text += `,"cache":"${line.cache}"`;

@@ -1,3 +1,4 @@
+import type { RequestIds } from '../request-id.js';
 import type { GatewayMiddleware } from '../state.js';
 import type { Exchange, Forwarder } from './forwarder.js';
 import { buildUpstreamHeaders, type UpstreamHeaderPolicy } from './upstream-headers.js';
@@ -12,6 +13,7 @@ const CONTINUE = /^100-continue$/i;
 export function forwardToUpstream(
   forwarder: Forwarder,
   policy: UpstreamHeaderPolicy,
+  requestIds: RequestIds,
 ): GatewayMiddleware {
   return async function forwardToUpstream(ctx, next) {
     const { req, res, state } = ctx;
@@ -22,6 +24,7 @@ export function forwardToUpstream(
       proto: 'http',
       websocket: state.upgrade !== undefined,
       authority: state.target?.authority,
+      requestId: requestIds.of(req),
     });
     if (state.upgrade) {
       const { socket, head } = state.upgrade;

@@ -105,6 +105,8 @@ export interface UpstreamHeaderPolicy {
   /** The same, for a request whose peer is a trusted proxy (its kept fields are allowed). */
   removedFromTrustedProxy: ReadonlySet<string>;
   stripAuthorization: boolean;
+  /** Lower-case name of the request id header (set on every forwarded request). */
+  requestIdHeader: string;
 }
 
 const canonicalName = (name: string) => name.toLowerCase().replaceAll('_', '-');
@@ -114,8 +116,12 @@ export function createUpstreamHeaderPolicy(options: {
   stripAuthorization: boolean;
   /** PROXY_ASSERTED fields a trusted proxy's copy of may pass (e.g. X-Forwarded-Client-Cert). */
   keepFromTrustedProxies?: readonly string[];
+  /** forward.request_id_header; default X-Request-Id. */
+  requestIdHeader?: string;
 }): UpstreamHeaderPolicy {
+  const requestIdHeader = (options.requestIdHeader ?? 'X-Request-Id').toLowerCase();
   const removed = new Set([
+    canonicalName(requestIdHeader),
     ...HOP_BY_HOP,
     ...METHOD_OVERRIDES,
     ...GATEWAY_OWNED,
@@ -127,6 +133,7 @@ export function createUpstreamHeaderPolicy(options: {
     removed,
     removedFromTrustedProxy: new Set([...removed].filter((name) => !kept.has(name))),
     stripAuthorization: options.stripAuthorization,
+    requestIdHeader,
   };
 }
 
@@ -143,6 +150,8 @@ export interface ForwardingFacts {
    * server ignores the client's Host field then, and so must everything behind it).
    */
   authority?: string | undefined;
+  /** The request id (request-id.ts): the client's copy is removed, this one set. */
+  requestId: string;
 }
 
 /**
@@ -174,6 +183,7 @@ export function buildUpstreamHeaders(
     ? `${forwardedFor}, ${facts.peerAddress}`
     : facts.peerAddress;
   upstream['x-forwarded-proto'] = facts.proto;
+  upstream[policy.requestIdHeader] = facts.requestId;
   if (facts.authority !== undefined) upstream.host = facts.authority;
   if (upstream.host !== undefined) upstream['x-forwarded-host'] = upstream.host;
   if (facts.websocket) {

@@ -36,7 +36,7 @@ const HOP_BY_HOP = [
   'proxy-connection',
 ];
 const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
-const FORWARDED = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'];
+const FORWARDED = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'];
 /** `Connection` may never remove these: the request needs them end to end. */
 const END_TO_END = ['host', 'content-length', 'transfer-encoding'];
 
@@ -124,6 +124,7 @@ const facts = fc.record({
   keepForwardedFor: fc.boolean(),
   proto: fc.constantFrom('http' as const, 'https' as const),
   websocket: fc.boolean(),
+  requestId: fc.uuid(),
 });
 
 /** Claim values of every JSON type; null is a missing claim. */
@@ -223,6 +224,17 @@ test('no hop-by-hop field, and no field the client Connection names, reaches the
         !forwarding.websocket ||
         (upstream.connection === 'upgrade' && /^websocket$/i.test(String(upstream.upgrade)))
       );
+    }),
+    { numRuns: NUM_RUNS },
+  );
+  t.pass();
+});
+
+test('the upstream gets one request id, the one the gateway chose, whatever the client sent in any spelling', (t) => {
+  fc.assert(
+    fc.property(cases, ({ facts: forwarding, upstream }) => {
+      const ids = Object.keys(upstream).filter((name) => canonical(name) === 'x-request-id');
+      return ids.length === 1 && upstream['x-request-id'] === forwarding.requestId;
     }),
     { numRuns: NUM_RUNS },
   );

@@ -26,7 +26,7 @@
  * divergences found so far.
  *
  * What legitimately differs between the two gateways is normalised, and nothing else: the
- * `Date` field, the upstream's and the gateway's port numbers (Node writes the upstream's
+ * `Date` field, generated request ids, the upstream's and the gateway's port numbers (Node writes the upstream's
  * `host:port` as `Host` when the client sent none), log timestamps and latencies, and — for a
  * 429 only — `Retry-After` by at most one second (the block started a few milliseconds apart
  * in the two processes' clocks, which can straddle a second boundary).
@@ -254,7 +254,11 @@ function parse(stream: Buffer, methods: readonly string[]): { replies: Reply[]; 
       const colon = line.indexOf(':');
       const name = line.slice(0, colon).trim().toLowerCase();
       if (name === 'date') continue;
-      const value = line.slice(colon + 1).trim();
+      // Each request's id is its own (generated): that there is one is what must agree.
+      const value = line
+        .slice(colon + 1)
+        .trim()
+        .replace(REQUEST_ID, '<REQUEST-ID>');
       headers[name] = headers[name] === undefined ? value : `${headers[name]}\n${value}`;
     }
     let rest = headEnd + 4;
@@ -829,6 +833,10 @@ async function counters(harness: Harness): Promise<Record<string, number>> {
   return values;
 }
 
+/** A generated request id (a random UUID), and the same anywhere in a text. */
+const REQUEST_ID = /^[\da-f]{8}-[\da-f]{4}-4[\da-f]{3}-[89ab][\da-f]{3}-[\da-f]{12}$/;
+const REQUEST_ID_ANYWHERE = /[\da-f]{8}-[\da-f]{4}-4[\da-f]{3}-[89ab][\da-f]{3}-[\da-f]{12}/g;
+
 /** The values that must differ between the two gateways, replaced by placeholders. */
 function normaliser(harness: Harness): (text: string) => string {
   const ports = [
@@ -836,7 +844,7 @@ function normaliser(harness: Harness): (text: string) => string {
     [String(harness.port), '<GATEWAY-PORT>'],
   ] as const;
   return (text) => {
-    let result = text;
+    let result = text.replace(REQUEST_ID_ANYWHERE, '<REQUEST-ID>');
     for (const [port, placeholder] of ports) {
       result = result.replace(new RegExp(`(?<=:)${port}(?!\\d)`, 'g'), placeholder);
     }

@@ -51,6 +51,7 @@ export async function promtool(args: string[]): Promise<ToolResult> {
     if (code === 'ENOENT') {
       throw new Error(
         `${PROMTOOL} not found: install Debian's prometheus package (scripts/test-servers.sh)`,
+        { cause: error },
       );
     }
     return { code: typeof code === 'number' ? code : 1, output: `${stdout ?? ''}${stderr ?? ''}` };

@@ -1,25 +1,33 @@
 /**
- * npm run check:k8s [-- DIR...]      render, validate and check kustomizations (default: the
- *                                    base, the example overlay and k8s/monitoring) and lint
- *                                    the Dockerfile; exit 1 on any problem
- * npm run check:k8s -- --render DIR  print what `kustomize build DIR` would (YAML)
+ * npm run check:k8s [-- DIR...]   render every kustomization with `kubectl kustomize`
+ *                                 (default: every one under k8s/ and the sidecar fixtures),
+ *                                 validate and check what it renders, and lint the
+ *                                 Dockerfile; exit 1 on any problem
  *
  * The same checks as test/k8s.test.ts, for a quick run while editing manifests. Needs
- * `npm run build` first (the gateway configs are checked by dist/cli.js).
+ * `npm run build` first (the gateway configs are checked by dist/cli.js) and kubectl >= 1.27
+ * (to see a rendering, run `kubectl kustomize DIR` itself).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { stringify } from 'yaml';
 import { lintDockerfile } from './k8s/dockerfile.js';
-import { KustomizeError, kustomizeBuild, type Manifest } from './k8s/kustomize.js';
+import { kustomize, RenderError, type Manifest } from './k8s/manifests.js';
 import { checkSidecarPolicy, gatewayPods } from './k8s/sidecar-policy.js';
 import { checkUnknownFields } from './k8s/strict-fields.js';
 import { validateManifests } from './k8s/validate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const DEFAULT_TARGETS = ['k8s/base', 'k8s/overlays/example', 'k8s/monitoring'];
+/** Every kustomization (not the Components: they render through the fixtures that use them). */
+const KUSTOMIZATIONS = [
+  'k8s/base',
+  'k8s/overlays/example',
+  'k8s/monitoring',
+  'k8s/overlays/monitoring',
+  'test/fixtures/k8s-sidecar/regular',
+  'test/fixtures/k8s-sidecar/native',
+];
 
 function checkConfigs(manifests: Manifest[], target: string): string[] {
   const cli = path.join(ROOT, 'dist/cli.js');
@@ -48,9 +56,9 @@ function checkConfigs(manifests: Manifest[], target: string): string[] {
 function checkTarget(target: string): string[] {
   let manifests: Manifest[];
   try {
-    manifests = kustomizeBuild(path.resolve(ROOT, target));
+    manifests = kustomize(path.resolve(ROOT, target));
   } catch (error) {
-    if (error instanceof KustomizeError) return [`${target}: ${error.message}`];
+    if (error instanceof RenderError) return [`${target}: ${error.message}`];
     throw error;
   }
   const problems = [
@@ -62,13 +70,7 @@ function checkTarget(target: string): string[] {
 }
 
 function main(argv: string[]): number {
-  if (argv[0] === '--render') {
-    if (!argv[1]) throw new Error('--render needs a directory');
-    const manifests = kustomizeBuild(path.resolve(argv[1]));
-    process.stdout.write(manifests.map((manifest) => stringify(manifest)).join('---\n'));
-    return 0;
-  }
-  const targets = argv.length > 0 ? argv : DEFAULT_TARGETS;
+  const targets = argv.length > 0 ? argv : KUSTOMIZATIONS;
   const nodeMajor = Number(process.versions.node.split('.')[0]);
   const problems = [
     ...targets.flatMap(checkTarget),

@@ -10,7 +10,11 @@
  *   and, for a regular sidecar, the API outlives the gateway's drain;
  * - exposure: the upstream is loopback, no routable Service port reaches the admin port, a
  *   NetworkPolicy admits the admin port only from the monitoring namespace, and each
- *   ServiceMonitor scrapes the admin port.
+ *   ServiceMonitor scrapes the admin port;
+ * - trusted proxies: a gateway that believes X-Forwarded-For (server.trusted_proxies) sits
+ *   behind a NetworkPolicy that admits its port from selected pods only (the ingress
+ *   controller's), since any pod that can connect from a trusted address can name any client
+ *   and get a fresh token-fishing budget with every guess.
  */
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -21,7 +25,7 @@ import {
   type Json,
   type JsonObject,
   type Manifest,
-} from './kustomize.js';
+} from './manifests.js';
 import { describeManifest } from './validate.js';
 
 const DEFAULT_CONFIG_PATH = '/etc/tokenguard/config.yaml';
@@ -60,6 +64,7 @@ export interface GatewayConfig {
   shutdownGraceSeconds: number;
   upstreamUrl: string;
   clientSecret: Json | undefined;
+  trustedProxies: string[];
   text: string;
 }
 
@@ -73,6 +78,10 @@ export function readGatewayConfig(text: string): GatewayConfig {
     shutdownGraceSeconds: number(get(config, 'server', 'shutdown_grace_seconds'), 10),
     upstreamUrl: String(get(config, 'upstream', 'url') ?? 'http://127.0.0.1:8080'),
     clientSecret: get(config, 'introspection', 'client_secret'),
+    trustedProxies: (() => {
+      const list = get(config, 'server', 'trusted_proxies');
+      return Array.isArray(list) ? list.map(String) : [];
+    })(),
     text,
   };
 }
@@ -347,13 +356,20 @@ function checkExposure(pod: GatewayPod, manifests: Manifest[]): string[] {
     }
   }
 
-  for (const policy of inNamespace.filter((manifest) => manifest.kind === 'NetworkPolicy')) {
-    const podSelector = get(policy, 'spec', 'podSelector', 'matchLabels');
-    const appliesToPod =
+  const policies = inNamespace.filter((manifest) => {
+    if (manifest.kind !== 'NetworkPolicy') return false;
+    const podSelector = get(manifest, 'spec', 'podSelector', 'matchLabels');
+    return (
       (isObject(podSelector) && Object.keys(podSelector).length === 0) ||
-      get(policy, 'spec', 'podSelector', 'matchLabels') === undefined ||
-      selects(podSelector, pod.podLabels);
-    if (!appliesToPod) continue;
+      podSelector === undefined ||
+      selects(podSelector, pod.podLabels)
+    );
+  });
+  // A loopback proxy is a container of this pod: no network peer behind it.
+  if (pod.config.trustedProxies.some((range) => !/^(?:127\.|::1(?:\/|$))/.test(range))) {
+    problems.push(...checkTrustedProxies(pod, policies, resolve));
+  }
+  for (const policy of policies) {
     for (const rule of asObjects(get(policy, 'spec', 'ingress'))) {
       const ports = asObjects(rule.ports);
       const coversAdmin =
@@ -390,6 +406,54 @@ function checkExposure(pod: GatewayPod, manifests: Manifest[]): string[] {
             `${describeManifest(monitor)}: endpoint port ${String(endpoint.port)} is not the admin port of ${describeManifest(service)}`,
           );
         }
+      }
+    }
+  }
+  return problems;
+}
+
+/** A NetworkPolicy peer that names pods: a non-empty podSelector (in some or all namespaces). */
+const selectsPods = (source: JsonObject): boolean => {
+  const selector = get(source, 'podSelector');
+  return (
+    isObject(selector) &&
+    (Object.keys(isObject(selector.matchLabels) ? selector.matchLabels : {}).length > 0 ||
+      asObjects(selector.matchExpressions).length > 0)
+  );
+};
+
+/**
+ * With trusted_proxies, the gateway port must be admitted from selected pods only: by some
+ * Ingress NetworkPolicy, and by no rule of any policy that selects the pod from anywhere
+ * wider (every pod of a namespace, an ipBlock, no `from` at all), since policies add up.
+ */
+function checkTrustedProxies(
+  pod: GatewayPod,
+  policies: Manifest[],
+  resolve: (port: Json | undefined) => number | undefined,
+): string[] {
+  const where = `${describeManifest(pod.workload)}: tokenguard trusts X-Forwarded-For from ${pod.config.trustedProxies.join(', ')}`;
+  const isolating = policies.filter((policy) => {
+    const types = get(policy, 'spec', 'policyTypes');
+    return Array.isArray(types) ? types.includes('Ingress') : true;
+  });
+  if (isolating.length === 0) {
+    return [
+      `${where}, but no NetworkPolicy limits who reaches port ${pod.config.serverPort}: admit only the ingress controller's pods`,
+    ];
+  }
+  const problems: string[] = [];
+  for (const policy of isolating) {
+    for (const rule of asObjects(get(policy, 'spec', 'ingress'))) {
+      const ports = asObjects(rule.ports);
+      const coversServer =
+        ports.length === 0 || ports.some((port) => resolve(port.port) === pod.config.serverPort);
+      if (!coversServer) continue;
+      const sources = asObjects(rule.from);
+      if (sources.length === 0 || !sources.every(selectsPods)) {
+        problems.push(
+          `${where}, but ${describeManifest(policy)} admits port ${pod.config.serverPort} from more than selected pods: any pod it admits could name any client`,
+        );
       }
     }
   }

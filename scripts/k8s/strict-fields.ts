@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import ts from 'typescript';
-import type { Manifest } from './kustomize.js';
+import type { Manifest } from './manifests.js';
 import { describeManifest } from './validate.js';
 
 const VIRTUAL_FILE = path.join(import.meta.dirname, '__strict_fields__.ts');

@@ -13,7 +13,7 @@ import {
   PrometheusRule,
   ServiceMonitor,
 } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
-import type { Manifest } from './kustomize.js';
+import type { Manifest } from './manifests.js';
 
 interface Validatable {
   validate(): void;

@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compilePattern } from '../policy/route-table.js';
+import { requiredScopeProblem, SCOPE_MATCHES, type ScopeMatch } from '../policy/scopes.js';
 import { PROXY_ASSERTED } from '../proxy/upstream-headers.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -287,6 +288,10 @@ const methodSchema = z
   .transform((value) => value.toUpperCase())
   .pipe(z.enum(HTTP_METHODS, { message: `must be one of ${HTTP_METHODS.join(', ')}` }));
 
+const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a single RFC 6749 scope token');
+
+const scopeMatch = z.enum(SCOPE_MATCHES);
+
 const routeSchema = z
   .strictObject({
     name: z
@@ -311,9 +316,19 @@ const routeSchema = z
       .describe('Methods this route matches (GET also matches HEAD); absent means all.'),
     auth: z.enum(['required', 'none']).default('required'),
     scopes: z
-      .array(z.string().regex(SCOPE_TOKEN, 'must be a single RFC 6749 scope token'))
+      .array(scopeToken)
       .default([])
-      .describe('All of them are required (exact, case-sensitive words).'),
+      .describe('All of them are required (case-sensitive words, compared by scope_match).'),
+    any_scopes: z
+      .array(scopeToken)
+      .min(1)
+      .optional()
+      .describe(
+        'At least one of them is required too (any-of); with `scopes`, all of those and one of these.',
+      ),
+    scope_match: scopeMatch
+      .optional()
+      .describe('How granted scopes meet required ones here; absent: the top-level scope_match.'),
   })
   .superRefine((route, ctx) => {
     if ((route.path === undefined) === (route.prefix === undefined)) {
@@ -336,6 +351,13 @@ const routeSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['scopes'],
+        message: 'cannot be required on a route with `auth: none`',
+      });
+    }
+    if (route.auth === 'none' && route.any_scopes !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['any_scopes'],
         message: 'cannot be required on a route with `auth: none`',
       });
     }
@@ -392,6 +414,11 @@ export const configSchema = z
     fishing: fishingSchema,
     routes: z.array(routeSchema).default([]),
     routes_case_sensitive: z.boolean().default(false),
+    scope_match: scopeMatch
+      .default('exact')
+      .describe(
+        'How granted scopes meet required ones (exact | hierarchic | wildcard, as Oathkeeper); a route may override it.',
+      ),
     default_action: z
       .enum(['deny', 'authenticate'])
       .default('deny')
@@ -403,6 +430,21 @@ export const configSchema = z
     ),
   })
   .superRefine((config, ctx) => {
+    config.routes.forEach((route, index) => {
+      const match: ScopeMatch = route.scope_match ?? config.scope_match;
+      for (const key of ['scopes', 'any_scopes'] as const) {
+        (route[key] ?? []).forEach((scope, position) => {
+          const problem = requiredScopeProblem(scope, match);
+          if (problem) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['routes', index, key, position],
+              message: problem,
+            });
+          }
+        });
+      }
+    });
     const seen = new Set<string>();
     for (const header of Object.keys(config.forward.identity_headers)) {
       const canonical = header.toLowerCase().replaceAll('_', '-');

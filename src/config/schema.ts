@@ -67,6 +67,50 @@ const httpUrl = z.string().refine(
   { message: 'must be an absolute http:// or https:// URL without a fragment' },
 );
 
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** RFC 9728 §2: an https URL without a fragment (http only for a loopback development host). */
+const resourceIdentifier = z.string().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      const secure =
+        url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+      return secure && url.hash === '' && url.search === '' && !value.includes('#');
+    } catch {
+      return false;
+    }
+  },
+  {
+    message:
+      'must be an https:// URL without query or fragment (http:// only for localhost), e.g. https://api.example.com',
+  },
+);
+
+const resourceMetadataSchema = z
+  .strictObject({
+    resource: resourceIdentifier.describe(
+      "The protected resource's identifier (RFC 9728 §2 `resource`): the URL clients call, the `aud` tokens are issued for.",
+    ),
+    authorization_servers: z
+      .array(httpUrl)
+      .min(1)
+      .optional()
+      .describe('Issuer URLs of the authorization servers; absent: introspection.issuer, if set.'),
+    resource_name: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Human-readable name of the API, shown to end users.'),
+    resource_documentation: httpUrl
+      .optional()
+      .describe('URL of documentation for developers using the API.'),
+    max_age_seconds: nonNegativeInt
+      .default(3600)
+      .describe('Cache-Control max-age of the document (it only changes with the config).'),
+  })
+  .optional();
+
 const serverSchema = z
   .strictObject({
     host: z.string().min(1).default('0.0.0.0').describe('Address the proxied port binds.'),
@@ -425,6 +469,9 @@ export const configSchema = z
       .describe('Unmatched requests: deny (404) or authenticate (active token, no scope).'),
     forward: forwardSchema,
     log: logSchema,
+    resource_metadata: resourceMetadataSchema.describe(
+      'RFC 9728 protected-resource metadata served at /.well-known/oauth-protected-resource, named in every WWW-Authenticate challenge. Absent: the path is an ordinary path.',
+    ),
     shared: sharedSchema.describe(
       'Fleet mode: replicas sharing a Redis and a key_prefix share cache, fishing counts, budget and revocations. Absent: each on its own.',
     ),

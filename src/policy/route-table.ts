@@ -114,6 +114,24 @@ export function compileRoute(
   };
 }
 
+/** A route that is no config route (the default route, the gateway's own answers). */
+export function pseudoRoute(label: string, auth: Route['auth'] = 'none'): Route {
+  return {
+    index: -1,
+    label,
+    labelJson: JSON.stringify(label),
+    pattern: '*',
+    kind: 'prefix',
+    methods: null,
+    auth,
+    scopes: [],
+    anyScopes: [],
+    requirement: compileScopeRequirement([], [], 'exact'),
+    scopeString: '',
+    match: () => true,
+  };
+}
+
 export function createRouteTable(
   config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'> &
     Partial<Pick<Config, 'scope_match'>>,
@@ -122,22 +140,7 @@ export function createRouteTable(
     compileRoute(route, index, config.routes_case_sensitive, config.scope_match),
   );
   const defaultRoute: Route | null =
-    config.default_action === 'authenticate'
-      ? {
-          index: -1,
-          label: DEFAULT_ROUTE_LABEL,
-          labelJson: JSON.stringify(DEFAULT_ROUTE_LABEL),
-          pattern: '*',
-          kind: 'prefix',
-          methods: null,
-          auth: 'required',
-          scopes: [],
-          anyScopes: [],
-          requirement: compileScopeRequirement([], [], 'exact'),
-          scopeString: '',
-          match: () => true,
-        }
-      : null;
+    config.default_action === 'authenticate' ? pseudoRoute(DEFAULT_ROUTE_LABEL, 'required') : null;
   return {
     routes,
     match(method, matchPath) {

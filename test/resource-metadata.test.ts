@@ -7,6 +7,7 @@
  * ordinary path.
  */
 import test from 'ava';
+import { explainRequest } from '../src/commands/explain.js';
 import { parseConfig } from '../src/config/load.js';
 import { metadataUrlOf } from '../src/metadata/protected-resource.js';
 import { bearer, rawRequest, request, startHarness, type Harness } from './_harness.js';
@@ -293,4 +294,12 @@ test('config: resource must be an https URL without query or fragment; unknown k
   t.deepEqual(problems('  authorization_servers: [https://as.example.com]\n'), [
     'gw.yaml:6:3: resource_metadata.resource: is required',
   ]);
+});
+
+test('explain says the gateway answers the metadata paths itself', (t) => {
+  t.regex(
+    explainRequest(on.config, 'GET', '/.well-known/oauth-protected-resource/api'),
+    /answered by the gateway itself \(resource_metadata, RFC 9728\)/,
+  );
+  t.regex(explainRequest(on.config, 'GET', '/api/orders/1'), /route: #2 "orders-read"/);
 });

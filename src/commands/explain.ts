@@ -1,6 +1,7 @@
 /** `tokenguard explain METHOD PATH`: which route matches, what it requires, and why. */
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
+import { createProtectedResourceMetadata } from '../metadata/protected-resource.js';
 import { normaliseRequestTarget } from '../policy/normalize-path.js';
 import { hasMethodOverrideParameter } from '../policy/method-override.js';
 import { createRouteTable, isMethodMismatch, type Route } from '../policy/route-table.js';
@@ -39,6 +40,7 @@ export function explainRequest(config: Config, method: string, target: string): 
     return lines.join('\n');
   }
   let matchPath: string;
+  let normalisedPath: string;
   try {
     const normalised = normaliseRequestTarget(target);
     if (hasMethodOverrideParameter(normalised.search)) {
@@ -46,6 +48,7 @@ export function explainRequest(config: Config, method: string, target: string): 
       return lines.join('\n');
     }
     matchPath = normalised.matchPath;
+    normalisedPath = normalised.path;
     lines.push(
       `normalised path: ${normalised.path}${normalised.path === target.split('?')[0] ? '' : ' (the upstream receives this)'}`,
     );
@@ -57,6 +60,13 @@ export function explainRequest(config: Config, method: string, target: string): 
     return lines.join('\n');
   }
   const table = createRouteTable(config);
+  const metadata = createProtectedResourceMetadata(config, table);
+  if (metadata?.owns(normalisedPath)) {
+    lines.push(
+      `answered by the gateway itself (resource_metadata, RFC 9728): GET/HEAD of ${metadata.url}; no token, never forwarded, routes not consulted`,
+    );
+    return lines.join('\n');
+  }
   const matched = table.match(verb, matchPath);
   for (const route of table.routes) {
     if (route === matched) break;

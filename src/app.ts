@@ -24,7 +24,14 @@ import { createMetrics, type GatewayMetrics } from './metrics/metrics.js';
 import { createCachedPass } from './cached-pass.js';
 import { createConnections, limitConnections } from './connections.js';
 import { createAccessLog } from './log/access-log.js';
-import { createRequestRecorder, createTarpit, observeRequest } from './observe-request.js';
+import {
+  createRefusalWriter,
+  createRequestRecorder,
+  createTarpit,
+  observeRequest,
+} from './observe-request.js';
+import { createProtectedResourceMetadata } from './metadata/protected-resource.js';
+import { serveResourceMetadata } from './metadata/middleware.js';
 import { enforceScopes, matchRoute, refuseUnsafeRequests } from './policy/middleware.js';
 import { createRouteTable, type RouteTable } from './policy/route-table.js';
 import { closeAfterwards, createForwarder } from './proxy/forwarder.js';
@@ -76,6 +83,8 @@ export function createGateway(
   const isDraining = () => draining;
 
   const routes = createRouteTable(config);
+  const resourceMetadata = createProtectedResourceMetadata(config, routes);
+  const writeRefusal = createRefusalWriter({ resourceMetadataUrl: resourceMetadata?.url });
   const fishing = createFishingGuard({
     windowSeconds: config.fishing.window_seconds,
     maxFailures: config.fishing.max_failures,
@@ -174,9 +183,10 @@ export function createGateway(
   });
   app.use(recogniseUpgrade);
   const tarpit = createTarpit();
-  app.use(observeRequest({ recorder, logger, isDraining, tarpit }));
+  app.use(observeRequest({ recorder, writeRefusal, logger, isDraining, tarpit }));
   app.use(refuseUnsafeRequests());
   app.use(identifyClient(identifier));
+  if (resourceMetadata) app.use(serveResourceMetadata(resourceMetadata));
   app.use(matchRoute(routes));
   app.use(authenticateUnlessPublic);
   app.use(forwardToUpstream(forwarder, headerPolicy, requestIds));
@@ -195,6 +205,8 @@ export function createGateway(
     metrics,
     recorder,
     requestIds,
+    writeRefusal,
+    ownsPath: resourceMetadata ? resourceMetadata.owns : null,
     isDraining,
   });
   // One request at a time per connection (pipelining), each to the cached pass or Koa.

@@ -18,7 +18,7 @@ import { checkClaims, type ClaimRules } from './introspection/check-claims.js';
 import type { IntrospectionService } from './introspection/service.js';
 import type { Outcome } from './errors.js';
 import type { GatewayMetrics } from './metrics/metrics.js';
-import { answeredStatus, writeRefusal, type RequestRecorder } from './observe-request.js';
+import { answeredStatus, type RefusalWriter, type RequestRecorder } from './observe-request.js';
 import { checkRequest, hasScopes } from './policy/middleware.js';
 import type { NormalisedTarget } from './policy/normalize-path.js';
 import { isMethodMismatch, type Route, type RouteTable } from './policy/route-table.js';
@@ -39,6 +39,10 @@ export interface CachedPassDependencies {
   metrics: GatewayMetrics;
   recorder: RequestRecorder;
   requestIds: RequestIds;
+  /** The gateway's one refusal writer (the Koa pipeline's too): identical challenges. */
+  writeRefusal: RefusalWriter;
+  /** Paths the gateway answers itself (RFC 9728 metadata): always the Koa pipeline's. */
+  ownsPath: ((path: string) => boolean) | null;
   isDraining: () => boolean;
 }
 
@@ -55,6 +59,7 @@ const NO_IDENTITY: IdentityHeaders = [];
 
 export function createCachedPass(deps: CachedPassDependencies) {
   const { routes, identifier, fishing, introspection, claimRules, forwarder, recorder } = deps;
+  const { writeRefusal, ownsPath } = deps;
 
   const ended = (exchange: Exchange<Decided>): void => {
     const { req, res, context: decided } = exchange;
@@ -88,6 +93,7 @@ export function createCachedPass(deps: CachedPassDependencies) {
     } catch {
       return false;
     }
+    if (ownsPath !== null && ownsPath(target.path)) return false;
     const route = routes.match(req.method ?? '', target.matchPath);
     if (route === null || isMethodMismatch(route)) return false;
     const client = identifier.identify(req);

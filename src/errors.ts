@@ -5,9 +5,13 @@
  * it goes to the logs only, never into a response (as in node-oidc-provider's errors).
  */
 
-/** `tokenguard_requests_total{outcome}`: bounded, fixed set. */
+/**
+ * `tokenguard_requests_total{outcome}`: bounded, fixed set. `served`: answered by the gateway
+ * itself, never forwarded (RFC 9728 protected-resource metadata).
+ */
 export type Outcome =
   | 'forwarded'
+  | 'served'
   | 'unauthorized'
   | 'forbidden'
   | 'bad_request'

@@ -17,6 +17,7 @@ const REALM = 'Bearer realm="tokenguard"';
 
 export interface ObserveOptions {
   recorder: RequestRecorder;
+  writeRefusal: RefusalWriter;
   logger: Logger;
   isDraining: () => boolean;
   tarpit: Tarpit;
@@ -132,10 +133,11 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
     try {
       await next();
       if (ctx.state.upstreamFailure) outcome = 'upstream_error';
+      else if (ctx.state.served) outcome = 'served';
     } catch (error) {
       failure = asGatewayError(error, logger);
       outcome = failure.outcome;
-      renderError(ctx, failure, options.tarpit);
+      renderError(ctx, failure, options.writeRefusal, options.tarpit);
     }
     const { state } = ctx;
     recorder.record(
@@ -172,8 +174,12 @@ function asGatewayError(error: unknown, logger: Logger): GatewayError {
 /** `"` and `\` cannot appear in an RFC 6750 auth-param's quoted value. */
 const quote = (value: string) => `"${value.replace(/["\\]/g, '')}"`;
 
-function challenge(error: GatewayError): string | undefined {
-  if (error.oauthError === 'unauthorized') return REALM;
+/**
+ * The RFC 6750 §3 challenge of a refusal about the token, or undefined. `tail` is appended to
+ * every challenge: `, resource_metadata="<url>"` when RFC 9728 metadata is configured (§5.1).
+ */
+function challenge(error: GatewayError, tail: string): string | undefined {
+  if (error.oauthError === 'unauthorized') return REALM + tail;
   const tokenProblem =
     error.oauthError === 'invalid_token' ||
     error.oauthError === 'insufficient_scope' ||
@@ -181,10 +187,15 @@ function challenge(error: GatewayError): string | undefined {
   if (!tokenProblem) return undefined;
   let value = `${REALM}, error=${quote(error.oauthError)}, error_description=${quote(error.description)}`;
   if (error.requiredScope !== undefined) value += `, scope=${quote(error.requiredScope)}`;
-  return value;
+  return value + tail;
 }
 
-export function renderError(ctx: GatewayContext, error: GatewayError, tarpit?: Tarpit): void {
+export function renderError(
+  ctx: GatewayContext,
+  error: GatewayError,
+  writeRefusal: RefusalWriter,
+  tarpit?: Tarpit,
+): void {
   ctx.respond = false;
   const upgrade = ctx.state.upgrade !== undefined;
   if (error.hold && tarpit) tarpit.hold(() => writeRefusal(ctx.req, ctx.res, error, upgrade));
@@ -193,13 +204,35 @@ export function renderError(ctx: GatewayContext, error: GatewayError, tarpit?: T
 
 /**
  * Writes a refusal as RFC 6750 wants it (the challenge, the JSON error body) straight on the
- * response — Koa's pipeline and the cached pass share it.
+ * response. One writer per gateway, shared by Koa's pipeline and the cached pass, so both
+ * give byte-identical challenges.
  */
-export function writeRefusal(
+export type RefusalWriter = (
   req: IncomingMessage,
   res: ServerResponse,
   error: GatewayError,
   upgrade: boolean,
+) => void;
+
+export interface RefusalOptions {
+  /** RFC 9728 §5.1: named in every challenge when set. */
+  resourceMetadataUrl?: string | undefined;
+}
+
+export function createRefusalWriter(options: RefusalOptions = {}): RefusalWriter {
+  const tail =
+    options.resourceMetadataUrl === undefined
+      ? ''
+      : `, resource_metadata=${quote(options.resourceMetadataUrl)}`;
+  return (req, res, error, upgrade) => writeRefusal(req, res, error, upgrade, tail);
+}
+
+function writeRefusal(
+  req: IncomingMessage,
+  res: ServerResponse,
+  error: GatewayError,
+  upgrade: boolean,
+  challengeTail: string,
 ): void {
   if (res.headersSent || res.destroyed || res.writableEnded) {
     res.destroy();
@@ -209,7 +242,7 @@ export function writeRefusal(
     'content-type': 'application/json; charset=utf-8',
     'cache-control': 'no-store',
   };
-  const authenticate = challenge(error);
+  const authenticate = challenge(error, challengeTail);
   if (authenticate) headers['www-authenticate'] = authenticate;
   if (error.retryAfterSeconds !== undefined)
     headers['retry-after'] = String(error.retryAfterSeconds);

@@ -29,6 +29,8 @@ export interface GatewayState {
   upgradeStatus?: number;
   /** The upstream failed after the response had begun (the client saw it cut short). */
   upstreamFailure?: string;
+  /** The gateway answered the request itself (RFC 9728 metadata): outcome `served`. */
+  served?: boolean;
   /** The active introspection answer the request was authorised with. */
   grant?: Extract<CacheEntry, { active: true }>;
 }

@@ -43,6 +43,7 @@ const CATALOGUE: ReadonlyArray<{ name: string; type: MetricType; labels: string[
 
 const OUTCOMES = [
   'forwarded',
+  'served',
   'unauthorized',
   'forbidden',
   'bad_request',

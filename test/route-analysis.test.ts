@@ -110,6 +110,47 @@ const ROWS: Array<[string, RouteSpec[], string[]]> = [
     ],
     [],
   ],
+  [
+    'a broader hierarchic route first is weaker than a later exact one with the same words',
+    [
+      { prefix: '/api', methods: ['GET'], scopes: ['orders.read'], scope_match: 'hierarchic' },
+      { prefix: '/api/orders', scopes: ['orders.read'] },
+    ],
+    ['weaker_shadow 1<0'],
+  ],
+  [
+    'a broader exact route first is as strict as a later hierarchic one with the same words',
+    [
+      { prefix: '/api', methods: ['GET'], scopes: ['orders.read'] },
+      { prefix: '/api/orders', scopes: ['orders.read'], scope_match: 'hierarchic' },
+    ],
+    [],
+  ],
+  [
+    "a broader route first without the later route's any_scopes is weaker",
+    [
+      { prefix: '/api', methods: ['GET'], scopes: ['orders'] },
+      { prefix: '/api/orders', scopes: ['orders'], any_scopes: ['eu', 'us'] },
+    ],
+    ['weaker_shadow 1<0'],
+  ],
+  [
+    'a broader route first requiring one of the later any_scopes outright is as strict',
+    [
+      { prefix: '/api', methods: ['GET'], scopes: ['eu'] },
+      { prefix: '/api/orders', any_scopes: ['eu', 'us'] },
+    ],
+    [],
+  ],
+  [
+    'a broader route first with a narrower any_scopes is as strict; a wider one is weaker',
+    [
+      { prefix: '/api', methods: ['GET'], any_scopes: ['us'] },
+      { prefix: '/api/orders', methods: ['GET', 'POST'], any_scopes: ['eu', 'us'] },
+      { prefix: '/api/orders/x', any_scopes: ['us'] },
+    ],
+    ['weaker_shadow 2<1'],
+  ],
 ];
 
 for (const [title, routes, expected] of ROWS) {

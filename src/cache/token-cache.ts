@@ -16,13 +16,14 @@ import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Claims } from '../introspection/client.js';
 import type { IdentityHeaders } from '../proxy/identity-headers.js';
+import type { GrantedScopes } from '../policy/scopes.js';
 
 export type CacheEntry =
   | { active: false }
   | {
       active: true;
       claims: Claims;
-      scopes: ReadonlySet<string>;
+      scopes: GrantedScopes;
       identityHeaders: IdentityHeaders;
       /** Learnt from the fleet's shared cache (dropped if revocation events may have been missed). */
       fromFleet?: true;

@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { compilePattern } from '../policy/route-table.js';
+import { requiredScopeProblem, SCOPE_MATCHES, type ScopeMatch } from '../policy/scopes.js';
 import { PROXY_ASSERTED } from '../proxy/upstream-headers.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -65,6 +66,50 @@ const httpUrl = z.string().refine(
   },
   { message: 'must be an absolute http:// or https:// URL without a fragment' },
 );
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** RFC 9728 §2: an https URL without a fragment (http only for a loopback development host). */
+const resourceIdentifier = z.string().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      const secure =
+        url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+      return secure && url.hash === '' && url.search === '' && !value.includes('#');
+    } catch {
+      return false;
+    }
+  },
+  {
+    message:
+      'must be an https:// URL without query or fragment (http:// only for localhost), e.g. https://api.example.com',
+  },
+);
+
+const resourceMetadataSchema = z
+  .strictObject({
+    resource: resourceIdentifier.describe(
+      "The protected resource's identifier (RFC 9728 §2 `resource`): the URL clients call, the `aud` tokens are issued for.",
+    ),
+    authorization_servers: z
+      .array(httpUrl)
+      .min(1)
+      .optional()
+      .describe('Issuer URLs of the authorization servers; absent: introspection.issuer, if set.'),
+    resource_name: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Human-readable name of the API, shown to end users.'),
+    resource_documentation: httpUrl
+      .optional()
+      .describe('URL of documentation for developers using the API.'),
+    max_age_seconds: nonNegativeInt
+      .default(3600)
+      .describe('Cache-Control max-age of the document (it only changes with the config).'),
+  })
+  .optional();
 
 const serverSchema = z
   .strictObject({
@@ -287,6 +332,10 @@ const methodSchema = z
   .transform((value) => value.toUpperCase())
   .pipe(z.enum(HTTP_METHODS, { message: `must be one of ${HTTP_METHODS.join(', ')}` }));
 
+const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a single RFC 6749 scope token');
+
+const scopeMatch = z.enum(SCOPE_MATCHES);
+
 const routeSchema = z
   .strictObject({
     name: z
@@ -311,9 +360,19 @@ const routeSchema = z
       .describe('Methods this route matches (GET also matches HEAD); absent means all.'),
     auth: z.enum(['required', 'none']).default('required'),
     scopes: z
-      .array(z.string().regex(SCOPE_TOKEN, 'must be a single RFC 6749 scope token'))
+      .array(scopeToken)
       .default([])
-      .describe('All of them are required (exact, case-sensitive words).'),
+      .describe('All of them are required (case-sensitive words, compared by scope_match).'),
+    any_scopes: z
+      .array(scopeToken)
+      .min(1)
+      .optional()
+      .describe(
+        'At least one of them is required too (any-of); with `scopes`, all of those and one of these.',
+      ),
+    scope_match: scopeMatch
+      .optional()
+      .describe('How granted scopes meet required ones here; absent: the top-level scope_match.'),
   })
   .superRefine((route, ctx) => {
     if ((route.path === undefined) === (route.prefix === undefined)) {
@@ -336,6 +395,13 @@ const routeSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['scopes'],
+        message: 'cannot be required on a route with `auth: none`',
+      });
+    }
+    if (route.auth === 'none' && route.any_scopes !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['any_scopes'],
         message: 'cannot be required on a route with `auth: none`',
       });
     }
@@ -402,17 +468,40 @@ export const configSchema = z
     fishing: fishingSchema,
     routes: z.array(routeSchema).default([]),
     routes_case_sensitive: z.boolean().default(false),
+    scope_match: scopeMatch
+      .default('exact')
+      .describe(
+        'How granted scopes meet required ones (exact | hierarchic | wildcard, as Oathkeeper); a route may override it.',
+      ),
     default_action: z
       .enum(['deny', 'authenticate'])
       .default('deny')
       .describe('Unmatched requests: deny (404) or authenticate (active token, no scope).'),
     forward: forwardSchema,
     log: logSchema,
+    resource_metadata: resourceMetadataSchema.describe(
+      'RFC 9728 protected-resource metadata served at /.well-known/oauth-protected-resource, named in every WWW-Authenticate challenge. Absent: the path is an ordinary path.',
+    ),
     shared: sharedSchema.describe(
       'Fleet mode: replicas sharing a Redis and a key_prefix share cache, fishing counts, budget and revocations. Absent: each on its own.',
     ),
   })
   .superRefine((config, ctx) => {
+    config.routes.forEach((route, index) => {
+      const match: ScopeMatch = route.scope_match ?? config.scope_match;
+      for (const key of ['scopes', 'any_scopes'] as const) {
+        (route[key] ?? []).forEach((scope, position) => {
+          const problem = requiredScopeProblem(scope, match);
+          if (problem) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['routes', index, key, position],
+              message: problem,
+            });
+          }
+        });
+      }
+    });
     const seen = new Set<string>();
     for (const header of Object.keys(config.forward.identity_headers)) {
       const canonical = header.toLowerCase().replaceAll('_', '-');

@@ -63,9 +63,3 @@ export function isSenderConstrained(claims: Claims): boolean {
     (typeof tokenType === 'string' && tokenType.toLowerCase() === 'dpop')
   );
 }
-
-/** RFC 7662 §2.2 `scope`: space-separated, compared as exact, case-sensitive words. */
-export function parseScopes(scope: unknown): ReadonlySet<string> {
-  if (typeof scope !== 'string' || scope === '') return new Set();
-  return new Set(scope.split(' ').filter((word) => word !== ''));
-}

@@ -26,7 +26,7 @@ import { createIntern } from '../cache/intern.js';
 import type { Fleet } from '../shared/fleet.js';
 import type { SharedAnswer } from '../shared/shared-cache.js';
 import { createIntrospectionBudget, type Requester } from './budget.js';
-import { parseScopes } from './check-claims.js';
+import { NO_SCOPES, parseScopes } from '../policy/scopes.js';
 import {
   createIntrospectionClient,
   isAnswerAboutTheToken,
@@ -36,7 +36,6 @@ import {
 } from './client.js';
 
 const NOBODY: Requester = { clientKey: 'unknown', suspect: false };
-const NO_SCOPES: ReadonlySet<string> = new Set();
 import { discoverIntrospectionEndpoint } from './discovery.js';
 
 export interface IntrospectionService {

@@ -52,6 +52,7 @@ export interface MetricSources {
 
 export const OUTCOMES: readonly Outcome[] = [
   'forwarded',
+  'served',
   'unauthorized',
   'forbidden',
   'bad_request',

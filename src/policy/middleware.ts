@@ -12,6 +12,7 @@ import type { GatewayMiddleware } from '../state.js';
 import { hasMethodOverrideParameter } from './method-override.js';
 import { AUTHORITY, normaliseRequestTarget, type NormalisedTarget } from './normalize-path.js';
 import { isMethodMismatch, type Route, type RouteTable } from './route-table.js';
+import type { GrantedScopes } from './scopes.js';
 
 const WEBSOCKET = /^websocket$/i;
 
@@ -93,7 +94,10 @@ export function matchRoute(table: RouteTable): GatewayMiddleware {
   };
 }
 
-/** All of the route's scopes must be words of the token's `scope` (RFC 7662 §2.2). */
+/**
+ * The token's `scope` (RFC 7662 §2.2) must meet the route's requirement: all of `scopes`, one
+ * of `any_scopes`, matched by the route's `scope_match` (policy/scopes.ts).
+ */
 export function enforceScopes(): GatewayMiddleware {
   return async function enforceScopes(ctx, next) {
     const route = ctx.state.route;
@@ -105,7 +109,7 @@ export function enforceScopes(): GatewayMiddleware {
   };
 }
 
-export function hasScopes(route: Route, granted: ReadonlySet<string>): boolean {
-  for (const scope of route.scopes) if (!granted.has(scope)) return false;
-  return true;
+/** The one scope decision of both paths (the Koa pipeline and the cached pass). */
+export function hasScopes(route: Route, granted: GrantedScopes): boolean {
+  return route.requirement.satisfiedBy(granted);
 }

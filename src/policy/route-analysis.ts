@@ -51,12 +51,16 @@ const methodsOf = (route: Route): string =>
 const describe = (route: Route): string =>
   `routes[${route.index}] (${route.kind} ${route.pattern}, ${methodsOf(route)})`;
 
-const requirementOf = (route: Route): string =>
-  route.auth === 'none'
-    ? 'auth none'
-    : route.scopes.length === 0
-      ? 'any active token'
-      : `scopes ${route.scopes.join(' ')}`;
+const requirementOf = (route: Route): string => {
+  if (route.auth === 'none') return 'auth none';
+  const { all, any, match } = route.requirement;
+  if (all.length === 0 && any.length === 0) return 'any active token';
+  const words = [
+    ...(all.length > 0 ? [`scopes ${all.join(' ')}`] : []),
+    ...(any.length > 0 ? [`one of ${any.join(' ')}`] : []),
+  ].join(' and ');
+  return match === 'exact' ? words : `${words} (${match})`;
+};
 
 /** `earlier` handles every method `later` does. */
 function coversMethods(earlier: Route, later: Route): boolean {
@@ -91,7 +95,17 @@ function sharesPaths(earlier: Route, later: Route): boolean {
 function isWeaker(earlier: Route, later: Route): boolean {
   if (later.auth === 'none') return false;
   if (earlier.auth === 'none') return true;
-  return later.scopes.some((scope) => !earlier.scopes.includes(scope));
+  const before = earlier.requirement;
+  const after = later.requirement;
+  // Exact matching is the strictest: a token meeting `orders.read` exactly meets it under every
+  // strategy, while `orders` meets `orders.read` hierarchically and not exactly.
+  if (before.match !== after.match && before.match !== 'exact') return true;
+  if (after.all.some((scope) => !before.all.includes(scope))) return true;
+  if (after.any.length === 0) return false;
+  // `later` wants one of its any_scopes: `earlier` is as strict if it requires one of them
+  // outright, or lets through only tokens with one of them.
+  if (before.all.some((scope) => after.any.includes(scope))) return false;
+  return before.any.length === 0 || before.any.some((scope) => !after.any.includes(scope));
 }
 
 export function analyseRoutes(routes: readonly Route[]): RouteFinding[] {

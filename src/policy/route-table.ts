@@ -13,6 +13,7 @@
  */
 import Router from '@koa/router';
 import type { Config, RouteConfig } from '../config/schema.js';
+import { compileScopeRequirement, type ScopeMatch, type ScopeRequirement } from './scopes.js';
 
 export interface Route {
   /** Position in the config's `routes` list. */
@@ -27,7 +28,11 @@ export interface Route {
   methods: ReadonlySet<string> | null;
   auth: 'required' | 'none';
   scopes: readonly string[];
-  /** `scopes` joined, as RFC 6750 §3 `scope=` wants it. */
+  /** `any_scopes`: at least one of them is required too (empty: none). */
+  anyScopes: readonly string[];
+  /** Everything the route asks of the token's scopes, compiled at load (policy/scopes.ts). */
+  requirement: ScopeRequirement;
+  /** RFC 6750 §3 `scope=` of its 403: one sufficient set (ScopeRequirement.challenge). */
   scopeString: string;
   match(path: string): boolean;
 }
@@ -77,7 +82,18 @@ export function compilePattern(
   return (path: string) => (layer as { match(path: string): boolean }).match(path);
 }
 
-export function compileRoute(route: RouteConfig, index: number, caseSensitive: boolean): Route {
+export function compileRoute(
+  route: RouteConfig,
+  index: number,
+  caseSensitive: boolean,
+  defaultScopeMatch: ScopeMatch = 'exact',
+): Route {
+  const anyScopes = route.any_scopes ?? [];
+  const requirement = compileScopeRequirement(
+    route.scopes,
+    anyScopes,
+    route.scope_match ?? defaultScopeMatch,
+  );
   const kind = route.path === undefined ? 'prefix' : 'path';
   const pattern = (route.path ?? route.prefix) as string;
   const methods = route.methods ? new Set(route.methods) : null;
@@ -91,32 +107,40 @@ export function compileRoute(route: RouteConfig, index: number, caseSensitive: b
     methods,
     auth: route.auth,
     scopes: route.scopes,
-    scopeString: route.scopes.join(' '),
+    anyScopes,
+    requirement,
+    scopeString: requirement.challenge,
     match: compilePattern(pattern, kind, caseSensitive),
   };
 }
 
+/** A route that is no config route (the default route, the gateway's own answers). */
+export function pseudoRoute(label: string, auth: Route['auth'] = 'none'): Route {
+  return {
+    index: -1,
+    label,
+    labelJson: JSON.stringify(label),
+    pattern: '*',
+    kind: 'prefix',
+    methods: null,
+    auth,
+    scopes: [],
+    anyScopes: [],
+    requirement: compileScopeRequirement([], [], 'exact'),
+    scopeString: '',
+    match: () => true,
+  };
+}
+
 export function createRouteTable(
-  config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'>,
+  config: Pick<Config, 'routes' | 'routes_case_sensitive' | 'default_action'> &
+    Partial<Pick<Config, 'scope_match'>>,
 ): RouteTable {
   const routes = config.routes.map((route, index) =>
-    compileRoute(route, index, config.routes_case_sensitive),
+    compileRoute(route, index, config.routes_case_sensitive, config.scope_match),
   );
   const defaultRoute: Route | null =
-    config.default_action === 'authenticate'
-      ? {
-          index: -1,
-          label: DEFAULT_ROUTE_LABEL,
-          labelJson: JSON.stringify(DEFAULT_ROUTE_LABEL),
-          pattern: '*',
-          kind: 'prefix',
-          methods: null,
-          auth: 'required',
-          scopes: [],
-          scopeString: '',
-          match: () => true,
-        }
-      : null;
+    config.default_action === 'authenticate' ? pseudoRoute(DEFAULT_ROUTE_LABEL, 'required') : null;
   return {
     routes,
     match(method, matchPath) {

@@ -66,6 +66,15 @@ const ROUTES = [
   },
   { name: 'items', path: '/api/items/:id/parts/:part', methods: ['GET', 'PATCH'] },
   { name: 'any-token', prefix: '/api/any' },
+  // Scope strategies (policy/scopes.ts): hierarchic, and wildcard with any_scopes.
+  { name: 'reports', prefix: '/reports', scopes: ['reports.read'], scope_match: 'hierarchic' },
+  {
+    name: 'files',
+    prefix: '/files',
+    scopes: ['files.list'],
+    any_scopes: ['files.read', 'files.admin'],
+    scope_match: 'wildcard',
+  },
 ];
 
 type Variant = 'deny' | 'authenticate';
@@ -93,6 +102,11 @@ function variantConfig(variant: Variant, as: DevAuthorizationServer): Record<str
     fishing: { window_seconds: 60, max_failures: 2, block_seconds: 300 },
     routes: ROUTES,
     default_action: variant,
+    // deny: RFC 9728 metadata served, named in every challenge; authenticate: an ordinary path.
+    resource_metadata:
+      variant === 'deny'
+        ? { resource: 'https://gateway.test/api', resource_name: 'Test API' }
+        : undefined,
     forward: {
       identity_headers: {
         'X-Auth-Subject': 'sub',
@@ -141,6 +155,9 @@ const POOL_CLAIMS: Record<string, () => Record<string, unknown>> = {
   cnfNull: () => ({ scope: 'admin orders:read', cnf: null, aud: AUD }),
   hugeSub: () => ({ scope: 'admin orders:read', sub: 'x'.repeat(9000), aud: AUD }),
   inactive: () => ({ active: false, scope: 'admin orders:read' }),
+  reports: () => ({ scope: 'reports files.list files.admin.x', sub: 'rita', aud: AUD }),
+  wildcard: () => ({ scope: 'files.* reports.read.own', sub: 'wanda', aud: AUD }),
+  star: () => ({ scope: '* reports.', sub: 'stan', aud: AUD }),
 };
 type PoolName = keyof typeof POOL_CLAIMS;
 const POOL_NAMES = Object.keys(POOL_CLAIMS) as PoolName[];
@@ -153,6 +170,9 @@ const PASSING: PoolName[] = [
   'odd',
   'bearerType',
   'cnfNull',
+  'reports',
+  'wildcard',
+  'star',
 ];
 /** Known to the gateways only as negative entries (the AS never issued it). */
 const UNKNOWN_CACHED = randomBytes(24).toString('base64url');
@@ -363,6 +383,11 @@ const TARGETS = [
   '/api/anything',
   '/elsewhere/x',
   '/',
+  '/reports/q1',
+  '/files/a.txt',
+  '/.well-known/oauth-protected-resource',
+  '/.well-known/oauth-protected-resource/api',
+  '/.well-known/oauth-protected-resource/other',
 ];
 
 /** Spelling changes that keep, change or break the route a target matches. */

@@ -154,6 +154,7 @@ export function createGateway(
       admissionWaitMs: config.introspection.timeout_ms,
       fleet: fleet?.fishing,
       requestIds,
+      metrics,
     }),
     validateToken(claimRules),
     enforceScopes(),

@@ -39,6 +39,7 @@ const CATALOGUE: ReadonlyArray<{ name: string; type: MetricType; labels: string[
   { name: 'tokenguard_fishing_blocked_requests_total', type: 'counter', labels: [] },
   { name: 'tokenguard_fishing_blocked_clients', type: 'gauge', labels: [] },
   { name: 'tokenguard_upstream_errors_total', type: 'counter', labels: ['kind'] },
+  { name: 'tokenguard_introspection_rejections_total', type: 'counter', labels: ['reason'] },
 ];
 
 const OUTCOMES = [
@@ -72,6 +73,15 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
     ],
   },
   tokenguard_upstream_errors_total: { kind: ['connect', 'timeout', 'reset'] },
+  tokenguard_introspection_rejections_total: {
+    reason: [
+      'budget_concurrency',
+      'budget_rate',
+      'budget_queue_full',
+      'fleet_budget_rate',
+      'client_inflight',
+    ],
+  },
 };
 
 /** The harness's route names, plus the two pseudo-labels. */

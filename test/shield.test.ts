@@ -12,7 +12,17 @@ import { runInNewContext } from 'node:vm';
 import test from 'ava';
 import pino from 'pino';
 import { createFishingGuard } from '../src/fishing/fishing-guard.js';
-import { eventually, bearer, request as send, unknownToken, withHarness } from './_harness.js';
+import {
+  eventually,
+  bearer,
+  metricValue,
+  request as send,
+  scrapeMetrics,
+  unknownToken,
+  withHarness,
+} from './_harness.js';
+
+const REJECTIONS = 'tokenguard_introspection_rejections_total';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -90,7 +100,8 @@ test('over max_concurrent, uncached lookups wait their turn: the AS never sees m
 
 test('a lookup whose turn does not come within introspection.timeout_ms gets 503 with Retry-After', async (t) => {
   const config = () => ({ introspection: { max_concurrent: 1, timeout_ms: 700 } });
-  await withHarness(config, async ({ as, url }) => {
+  await withHarness(config, async (harness) => {
+    const { as, url } = harness;
     const cached = as.issue({ scope: 'orders:read' });
     t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
     as.setFault('hang');
@@ -104,7 +115,17 @@ test('a lookup whose turn does not come within introspection.timeout_ms gets 503
       t.regex(String(reply.headers['retry-after']), /^[1-9]\d*$/);
       t.is(reply.json().error, 'temporarily_unavailable');
     }
-    t.true(as.introspectionCalls - before <= 2, 'the waiters never reached the AS');
+    const reached = as.introspectionCalls - before;
+    t.true(reached <= 2, 'the waiters never reached the AS');
+    // On-call tells "our budget ran out" from "the AS is failing": the waiters are counted
+    // as the budget's concurrency, the calls that hung as AS errors.
+    const metrics = await scrapeMetrics(harness);
+    t.is(metricValue(metrics, REJECTIONS, { reason: 'budget_concurrency' }), 5 - reached);
+    t.is(metricValue(metrics, REJECTIONS, { reason: 'budget_rate' }), 0);
+    t.is(
+      metricValue(metrics, 'tokenguard_introspection_requests_total', { result: 'error' }),
+      reached,
+    );
     t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
   });
 });
@@ -112,7 +133,8 @@ test('a lookup whose turn does not come within introspection.timeout_ms gets 503
 test('over max_calls_per_second, the AS sees at most the budget; the rest wait, then 503', async (t) => {
   const rate = 3;
   const config = () => ({ introspection: { max_calls_per_second: rate, timeout_ms: 1000 } });
-  await withHarness(config, async ({ as, url }) => {
+  await withHarness(config, async (harness) => {
+    const { as, url } = harness;
     const cached = as.issue({ scope: 'orders:read' });
     t.is((await send(`${url}/api/orders/1`, { headers: bearer(cached) })).status, 200);
     await sleep(1200); // the bucket refills to its burst of `rate`
@@ -132,6 +154,10 @@ test('over max_calls_per_second, the AS sees at most the budget; the rest wait, 
     const refused = replies.filter((reply) => reply.status === 503);
     t.is(refused.length, 20 - reached, 'every token that did not reach the AS got 503');
     t.is(replies.filter((reply) => reply.status === 401).length, reached);
+    const metrics = await scrapeMetrics(harness);
+    t.is(metricValue(metrics, REJECTIONS, { reason: 'budget_rate' }), refused.length);
+    t.is(metricValue(metrics, REJECTIONS, { reason: 'budget_concurrency' }), 0);
+    t.is(metricValue(metrics, 'tokenguard_introspection_requests_total', { result: 'error' }), 0);
 
     const calls = as.introspectionCalls;
     for (let index = 0; index < 3; index += 1) {

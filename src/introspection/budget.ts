@@ -13,7 +13,12 @@
  * the first shed when the line is full: under a guessing flood, legitimate clients keep
  * their share of the server.
  */
-export type BudgetRefusal = 'queue_full' | 'timeout';
+/**
+ * `queue_full`: the waiting line was full; `concurrency` / `rate`: the turn did not come in
+ * time, and this limit was the one holding calls back when it ran out; `closed`: the gateway
+ * is stopping.
+ */
+export type BudgetRefusal = 'queue_full' | 'concurrency' | 'rate' | 'closed';
 
 export interface Requester {
   /** The fishing client key: turns are shared per client. */
@@ -141,7 +146,7 @@ export function createIntrospectionBudget(options: {
           clientKey: requester.clientKey,
           timer: setTimeout(() => {
             remove(waiter);
-            resolve('timeout');
+            resolve(inFlight >= options.maxConcurrent ? 'concurrency' : 'rate');
           }, waitMs),
         };
         const queue = line.get(requester.clientKey);
@@ -164,7 +169,7 @@ export function createIntrospectionBudget(options: {
         for (const queue of line.values()) {
           for (const waiter of queue) {
             clearTimeout(waiter.timer);
-            waiter.resolve('timeout');
+            waiter.resolve('closed');
           }
         }
         line.clear();

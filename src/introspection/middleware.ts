@@ -2,6 +2,7 @@ import { blockedForFishing, clientGuessesInFlight, invalidToken } from '../error
 import { tokenHash } from '../cache/token-cache.js';
 import type { FishingGuard } from '../fishing/fishing-guard.js';
 import { traceparentOf, type RequestIds } from '../request-id.js';
+import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { FleetFishing } from '../shared/fleet-fishing.js';
 import type { GatewayContext, GatewayMiddleware } from '../state.js';
 import { checkClaims, type ClaimRules } from './check-claims.js';
@@ -20,9 +21,12 @@ export function introspectToken(
     admissionWaitMs: number;
     fleet?: FleetFishing | undefined;
     requestIds: RequestIds;
+    /** Counts `client_inflight` refusals (the client's own guesses in flight). */
+    metrics: Pick<GatewayMetrics, 'introspectionRejections'>;
   },
 ): GatewayMiddleware {
-  const { fleet, requestIds } = options;
+  const { fleet, requestIds, metrics } = options;
+  const inflight = metrics.introspectionRejections.labels('client_inflight');
   return async function introspectToken(ctx, next) {
     const token = ctx.state.token as string;
     const key = tokenHash(token);
@@ -33,9 +37,24 @@ export function introspectToken(
       if (admission === 'blocked') {
         throw blockedForFishing(guard.blockedFor(clientKey) || 1, guard.hammering(clientKey));
       }
-      if (admission === 'timeout') throw clientGuessesInFlight();
+      if (admission === 'timeout') {
+        inflight.inc();
+        throw clientGuessesInFlight();
+      }
       ctx.state.admitted = true;
-      if (fleet) await admitAcrossTheFleet(ctx, fleet, guard, clientKey, options.admissionWaitMs);
+      if (fleet) {
+        const admitted = await admitAcrossTheFleet(
+          ctx,
+          fleet,
+          guard,
+          clientKey,
+          options.admissionWaitMs,
+        );
+        if (!admitted) {
+          inflight.inc();
+          throw clientGuessesInFlight();
+        }
+      }
     }
     // A client with failed presentations in the window waits behind the others for budget.
     const suspect = guard.failures(clientKey) > 0;
@@ -69,7 +88,7 @@ const FLEET_RETRY_MS = 50;
 /**
  * Fleet mode: the admission must also hold across the replicas (failures + in flight <
  * max_failures, atomically in Redis). Waits its turn like a local admission; Redis away:
- * the local admission alone stands.
+ * the local admission alone stands. False when its turn did not come within `waitMs`.
  */
 async function admitAcrossTheFleet(
   ctx: GatewayContext,
@@ -77,20 +96,20 @@ async function admitAcrossTheFleet(
   guard: FishingGuard,
   clientKey: string,
   waitMs: number,
-): Promise<void> {
+): Promise<boolean> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const admission = await fleet.admit(clientKey);
     if (admission.verdict === 'admitted') {
       ctx.state.fleetAdmitted = true;
-      return;
+      return true;
     }
-    if (admission.verdict === 'unavailable') return;
+    if (admission.verdict === 'unavailable') return true;
     if (admission.verdict === 'blocked') {
       guard.blockUntil(clientKey, admission.until);
       throw blockedForFishing(guard.blockedFor(clientKey) || 1, guard.hammering(clientKey));
     }
-    if (Date.now() + FLEET_RETRY_MS >= deadline) throw clientGuessesInFlight();
+    if (Date.now() + FLEET_RETRY_MS >= deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, FLEET_RETRY_MS));
   }
 }

@@ -54,6 +54,9 @@ export interface IntrospectionService {
  */
 const KEPT_CLAIMS = ['exp', 'nbf', 'iss', 'aud', 'token_type', 'sub', 'client_id'] as const;
 
+/** How often a refusal of the gateway's own credentials is logged. */
+const CREDENTIALS_REPORT_INTERVAL_MS = 60_000;
+
 export function createIntrospectionService(
   config: Config,
   metrics: GatewayMetrics,
@@ -154,8 +157,36 @@ export function createIntrospectionService(
   const answersOthers = () =>
     lastGoodAnswerMs > lastServerErrorMs &&
     Date.now() - lastGoodAnswerMs < config.fishing.window_seconds * 1000;
+  /**
+   * The server refusing the gateway's own credentials fails every uncached token (503) until
+   * someone fixes the config or the client registration: one error line a minute says so,
+   * instead of a 503 per request that reads like a server outage.
+   */
+  let credentialsReportedMs = -Infinity;
+  const reportRejectedCredentials = (status: number, oauthError: string | undefined) => {
+    const now = Date.now();
+    if (now - credentialsReportedMs < CREDENTIALS_REPORT_INTERVAL_MS) return;
+    credentialsReportedMs = now;
+    logger.error(
+      {
+        event: 'introspection_credentials_rejected',
+        status,
+        oauth_error: oauthError,
+        client_id: settings.client_id,
+        auth_method: settings.auth_method,
+      },
+      `the authorization server refused tokenguard's own credentials (HTTP ${status}${oauthError ? `, ${oauthError}` : ''}): check introspection.client_id, the secret or key and introspection.auth_method against the client registered there; every uncached token gets 503 until then`,
+    );
+  };
   const classifyUnexpected = ({ answer }: UnexpectedAnswerError): GatewayError => {
     const detail = `introspection answered HTTP ${answer.status}${answer.oauthError ? ` (${answer.oauthError})` : ''}`;
+    if (
+      answer.status === 401 ||
+      answer.oauthError === 'invalid_client' ||
+      answer.oauthError === 'unauthorized_client'
+    ) {
+      reportRejectedCredentials(answer.status, answer.oauthError);
+    }
     const aboutTheToken = isAnswerAboutTheToken(answer, answersOthers());
     if (answer.status >= 500) lastServerErrorMs = Date.now();
     return aboutTheToken
@@ -176,13 +207,20 @@ export function createIntrospectionService(
     }
     const deadline = Date.now() + settings.timeout_ms;
     const refusal = await budget.acquire(requester ?? NOBODY, settings.timeout_ms);
-    if (refusal) throw introspectionOverBudget(`introspection budget: ${refusal}`);
+    if (refusal === 'closed') {
+      throw authorizationServerUnavailable('TOKENGUARD_DRAINING', 'the gateway is stopping');
+    }
+    if (refusal) {
+      metrics.introspectionRejections.inc({ reason: `budget_${refusal}` });
+      throw introspectionOverBudget(`introspection budget: ${refusal}`);
+    }
     if (closed) {
       budget.release();
       throw authorizationServerUnavailable('TOKENGUARD_DRAINING', 'the gateway is stopping');
     }
     if (fleet && !(await fleet.budget.take(deadline))) {
       budget.release();
+      metrics.introspectionRejections.inc({ reason: 'fleet_budget_rate' });
       throw introspectionOverBudget("introspection budget: the fleet's calls per second");
     }
     const started = performance.now();

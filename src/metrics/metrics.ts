@@ -22,6 +22,8 @@ export interface GatewayMetrics {
   requestDuration: Histogram<'route' | 'outcome'>;
   introspectionRequests: Counter<'result'>;
   introspectionDuration: Histogram<'result'>;
+  /** Lookups refused a call to the authorization server by the gateway's own limits. */
+  introspectionRejections: Counter<'reason'>;
   cacheLookups: Counter<'result'>;
   cacheEntries: Gauge;
   fishingFailures: Counter<'reason'>;
@@ -76,6 +78,25 @@ export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = [
   'inactive',
   'error',
 ];
+/**
+ * Why the gateway itself refused a lookup its call to the authorization server (503): the
+ * budget's concurrency or its rate (`max_concurrent`, `max_calls_per_second`), its waiting
+ * line full, the fleet's rate, or the client's own guesses in flight — never a server fault,
+ * which is `introspection_requests_total{result="error"}`.
+ */
+export type IntrospectionRejection =
+  | 'budget_concurrency'
+  | 'budget_rate'
+  | 'budget_queue_full'
+  | 'fleet_budget_rate'
+  | 'client_inflight';
+export const INTROSPECTION_REJECTIONS: readonly IntrospectionRejection[] = [
+  'budget_concurrency',
+  'budget_rate',
+  'budget_queue_full',
+  'fleet_budget_rate',
+  'client_inflight',
+];
 export const UPSTREAM_ERROR_KINDS: readonly UpstreamErrorKind[] = ['connect', 'timeout', 'reset'];
 
 export const REVOKED_BY = ['token', 'sub', 'client_id'] as const;
@@ -118,6 +139,12 @@ export function createMetrics(
       help: 'Duration of introspection calls, by result.',
       labelNames: ['result'],
       buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    introspectionRejections: new Counter({
+      name: 'tokenguard_introspection_rejections_total',
+      help: "Lookups refused a call to the authorization server by the gateway's own limits (503), by reason.",
+      labelNames: ['reason'],
       registers,
     }),
     cacheLookups: new Counter({
@@ -207,6 +234,7 @@ export function createMetrics(
   for (const reason of FISHING_REASONS) metrics.fishingFailures.inc({ reason }, 0);
   for (const result of CACHE_RESULTS) metrics.cacheLookups.inc({ result }, 0);
   for (const result of INTROSPECTION_RESULTS) metrics.introspectionRequests.inc({ result }, 0);
+  for (const reason of INTROSPECTION_REJECTIONS) metrics.introspectionRejections.inc({ reason }, 0);
   for (const kind of UPSTREAM_ERROR_KINDS) metrics.upstreamErrors.inc({ kind }, 0);
   for (const by of REVOKED_BY) metrics.revocations.inc({ by }, 0);
   for (const op of options.sharedOps ?? []) metrics.sharedStoreErrors.inc({ op }, 0);

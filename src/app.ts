@@ -32,7 +32,7 @@ import { forwardToUpstream } from './proxy/middleware.js';
 import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
 import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
 import { extractBearerToken } from './token/middleware.js';
-import { warnAboutInsecureSettings } from './config/attention.js';
+import { warnAboutConfig } from './config/review.js';
 
 const kUpgrade = Symbol('tokenguard.upgrade');
 interface UpgradeCarrier {
@@ -70,6 +70,8 @@ export function createGateway(
   logger: Logger,
   options: GatewayOptions = {},
 ): Gateway {
+  // Before anything opens: a config the loader would refuse never starts a gateway.
+  warnAboutConfig(config, logger);
   let draining = false;
   let listening = false;
   const isDraining = () => draining;
@@ -272,8 +274,6 @@ export function createGateway(
         resolve(server.address() as AddressInfo);
       });
     });
-
-  warnAboutInsecureSettings(config, logger);
 
   return {
     metrics,

@@ -260,12 +260,17 @@ function nodePath(ancestors: readonly unknown[], node: unknown): (string | numbe
   return keys;
 }
 
+/** A key that would not read as one word in a key path (empty, blanks, `.`, `[`) is quoted. */
+const PLAIN_KEY = /^[^\s.[\]"]+$/;
+
 export function formatKeyPath(path: readonly PropertyKey[]): string {
   if (path.length === 0) return '<root>';
   return path
-    .map((key, index) =>
-      typeof key === 'number' ? `[${key}]` : `${index === 0 ? '' : '.'}${String(key)}`,
-    )
+    .map((key, index) => {
+      if (typeof key === 'number') return `[${key}]`;
+      const name = String(key);
+      return `${index === 0 ? '' : '.'}${PLAIN_KEY.test(name) ? name : JSON.stringify(name)}`;
+    })
     .join('');
 }
 

@@ -139,7 +139,7 @@ function insecureUses(config: PartialConfig): InsecureUse[] {
 }
 
 /** Insecure settings (errors unless acknowledged) and risky choices (warnings). */
-export function attentionFindings(config: PartialConfig): ConfigFinding[] {
+export function attentionFindings(config: PartialConfig, complete: boolean): ConfigFinding[] {
   const findings: ConfigFinding[] = [];
   const acknowledged = config.insecure;
   const uses = insecureUses(config);
@@ -155,9 +155,8 @@ export function attentionFindings(config: PartialConfig): ConfigFinding[] {
     });
   }
   // An acknowledgement nothing needs would silently let the next such setting through.
-  const everySecretRead =
-    config.introspection && config.server && config.admin && 'shared' in config;
-  if (acknowledged && everySecretRead) {
+  // Only once every section is valid: a setting in an invalid one was not looked at.
+  if (acknowledged && complete) {
     for (const [index, setting] of acknowledged.entries()) {
       if (!uses.some((use) => use.setting === setting)) {
         findings.push({

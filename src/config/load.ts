@@ -19,8 +19,11 @@ export interface ConfigProblem {
   message: string;
   /** A warning is printed by `check` and logged at start-up; anything else is an error. */
   severity?: 'warning';
-  /** The other place the problem is about (the earlier route of a shadowed one). */
-  related?: { keyPath: string; line: number; col: number };
+  /**
+   * The other place the problem is about (the earlier route of a shadowed one); `defaulted`
+   * when the config does not write it (the schema's default applies).
+   */
+  related?: { keyPath: string; line: number; col: number; defaulted?: boolean };
 }
 
 export class ConfigError extends Error {
@@ -35,9 +38,12 @@ export class ConfigError extends Error {
 }
 
 export const formatProblem = (file: string, problem: ConfigProblem): string => {
-  const related = problem.related
-    ? ` (${problem.related.keyPath} is at ${file}:${problem.related.line}:${problem.related.col})`
-    : '';
+  const other = problem.related;
+  const related = !other
+    ? ''
+    : other.defaulted
+      ? ` (${other.keyPath} is not written: its default)`
+      : ` (${other.keyPath} is at ${file}:${other.line}:${other.col})`;
   const severity = problem.severity === 'warning' ? 'warning: ' : '';
   return `${file}:${problem.line}:${problem.col}: ${problem.keyPath}: ${severity}${problem.message}${related}`;
 };
@@ -139,14 +145,22 @@ function validateConfigText(text: string, file: string, env: Env): ConfigSource 
   const problems = result.success
     ? []
     : result.error.issues.flatMap((issue) => describeIssue(doc, raw, issue, position));
-  const findings = reviewConfig(result.success ? result.data : validSections(raw));
+  const findings = result.success
+    ? reviewConfig(result.data)
+    : reviewConfig(validSections(raw), false);
   const asProblem = (finding: ConfigFinding): ConfigProblem => ({
     ...positionOf(finding.path),
     keyPath: formatKeyPath(finding.path),
     message: finding.message,
     ...(finding.severity === 'warning' ? { severity: 'warning' as const } : {}),
     ...(finding.related
-      ? { related: { keyPath: formatKeyPath(finding.related), ...positionOf(finding.related) } }
+      ? {
+          related: {
+            keyPath: formatKeyPath(finding.related),
+            ...positionOf(finding.related),
+            ...(doc.hasIn(finding.related) ? {} : { defaulted: true }),
+          },
+        }
       : {}),
   });
   problems.push(...findings.filter((finding) => finding.severity === 'error').map(asProblem));

@@ -207,12 +207,15 @@ function noEffectFindings(config: PartialConfig): ConfigFinding[] {
   return findings;
 }
 
-/** Every finding about `config`, errors and warnings, in no particular order. */
-export function reviewConfig(config: PartialConfig): ConfigFinding[] {
+/**
+ * Every finding about `config`, errors and warnings, in no particular order; `complete` when
+ * every section passed the schema (a partial config skips the checks of the missing ones).
+ */
+export function reviewConfig(config: PartialConfig, complete = true): ConfigFinding[] {
   return [
     ...listenerClashes(config),
     ...routeFindings(config),
-    ...attentionFindings(config),
+    ...attentionFindings(config, complete),
     ...noEffectFindings(config),
   ];
 }

@@ -92,8 +92,9 @@ export function placesOfKey(name: string): string[] {
  */
 export function schemaDefaults(): Record<string, unknown> {
   const defaultsOf = (schema: SchemaNode): unknown => {
+    // Parsing nothing gives the default, or undefined for an optional key that is off.
     const parsed = schema.safeParse(undefined);
-    if (parsed.success && parsed.data !== undefined) return parsed.data;
+    if (parsed.success) return parsed.data;
     const def = unwrap(schema)._zod.def;
     if (def.type !== 'object' || !def.shape) return undefined;
     const section: Record<string, unknown> = {};

@@ -104,9 +104,8 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     const count = source.warnings.length;
-    const note = count > 0 ? `, ${count} warning${count === 1 ? '' : 's'}` : '';
-    const routes = config.routes.length;
-    process.stdout.write(`${file}: ok (${routes} route${routes === 1 ? '' : 's'}${note})\n`);
+    const note = count > 0 ? `, ${count} warning(s)` : '';
+    process.stdout.write(`${file}: ok (${config.routes.length} routes${note})\n`);
     return;
   }
   if (command === 'explain') {

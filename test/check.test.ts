@@ -378,7 +378,7 @@ test('cli check: acknowledged, it is exit 0 with the warnings on stderr', async 
   );
   const result = await cli(['check', '--config', file]);
   t.is(result.code, 0, result.stderr);
-  t.is(result.stdout, `${file}: ok (1 route, 2 warnings)\n`);
+  t.is(result.stdout, `${file}: ok (1 routes, 2 warning(s))\n`);
   t.deepEqual(result.stderr.trim().split('\n'), [
     `${file}:2:13: introspection.endpoint: warning: is plain http to as.example.com: tokens and the client secret cross the network unencrypted; use https ${ack('plain_http_introspection')}`,
     `${file}:8:17: default_action: warning: is authenticate: a path no route lists is forwarded to any active token, whatever its scopes`,

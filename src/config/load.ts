@@ -93,7 +93,7 @@ export function parseConfigSource(
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     // Never a stack trace for a config: a bug here still names the file. The fuzz test in
-    // test/config-fuzz.test.ts fails whenever this line is reached.
+    // test/property/config-loader.test.ts fails whenever this line is reached.
     throw new ConfigError(file, [
       {
         line: 1,

@@ -40,7 +40,7 @@ import { createUpstreamHeaderPolicy } from './proxy/upstream-headers.js';
 import { createRequestIds } from './request-id.js';
 import type { GatewayMiddleware, GatewayState, UpgradeRequest } from './state.js';
 import { extractBearerToken } from './token/middleware.js';
-import { warnAboutInsecureSettings } from './config/attention.js';
+import { warnAboutConfig } from './config/review.js';
 
 const kUpgrade = Symbol('tokenguard.upgrade');
 interface UpgradeCarrier {
@@ -78,6 +78,8 @@ export function createGateway(
   logger: Logger,
   options: GatewayOptions = {},
 ): Gateway {
+  // Before anything opens: a config the loader would refuse never starts a gateway.
+  warnAboutConfig(config, logger);
   let draining = false;
   let listening = false;
   const isDraining = () => draining;
@@ -295,8 +297,6 @@ export function createGateway(
         resolve(server.address() as AddressInfo);
       });
     });
-
-  warnAboutInsecureSettings(config, logger);
 
   return {
     metrics,

@@ -2,6 +2,7 @@
 /**
  * tokenguard [--config FILE]                       run the gateway
  * tokenguard check --config FILE                   validate a config (exit 0 or 1)
+ * tokenguard check --print-defaults [--config FILE] the effective config (YAML, secrets redacted)
  * tokenguard explain --config FILE METHOD PATH     which route matches and why
  * tokenguard revoke --config FILE (--sub S | --client-id C | --token-hash H)   revoke (fleet-wide)
  * The config file may also be named by TOKENGUARD_CONFIG.
@@ -9,14 +10,16 @@
 import { parseArgs } from 'node:util';
 import { explainRequest } from './commands/explain.js';
 import { revokeThroughAdmin } from './commands/revoke.js';
-import { ConfigError, loadConfigSource, type ConfigSource } from './config/load.js';
-import { analyseRoutes } from './policy/route-analysis.js';
-import { createRouteTable } from './policy/route-table.js';
+import { ConfigError, formatProblem, loadConfigSource, type ConfigSource } from './config/load.js';
+import { printEffectiveConfig, printSchemaDefaults } from './config/print.js';
 import { runGateway } from './main.js';
 
 const USAGE = `usage:
   tokenguard [--config FILE]                     run the gateway
   tokenguard check --config FILE                 validate a config
+  tokenguard check --print-defaults [--config FILE]
+                                                 print the effective config (defaults filled
+                                                 in, secrets redacted); no file: the defaults
   tokenguard explain --config FILE METHOD PATH   which route matches, and why
   tokenguard revoke --config FILE (--sub S | --client-id C | --token-hash H)...
                                                  evict them from every replica's cache
@@ -36,6 +39,7 @@ async function main(argv: string[]): Promise<void> {
       options: {
         config: { type: 'string', short: 'c' },
         help: { type: 'boolean', short: 'h' },
+        'print-defaults': { type: 'boolean' },
         sub: { type: 'string', multiple: true },
         'client-id': { type: 'string', multiple: true },
         'token-hash': { type: 'string', multiple: true },
@@ -50,6 +54,14 @@ async function main(argv: string[]): Promise<void> {
   }
   const [command, ...rest] = parsed.positionals;
   const file = parsed.values.config ?? process.env.TOKENGUARD_CONFIG;
+  const printDefaults = parsed.values['print-defaults'] === true;
+  if (printDefaults && command !== 'check') {
+    fail(`tokenguard: --print-defaults belongs to check\n${USAGE}`);
+  }
+  if (printDefaults && !file) {
+    process.stdout.write(printSchemaDefaults());
+    return;
+  }
   if (!file) fail(`tokenguard: no config file (--config FILE or TOKENGUARD_CONFIG)\n${USAGE}`);
   if (
     command !== undefined &&
@@ -84,9 +96,15 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === 'check') {
-    const warnings = routeWarnings(file, source);
-    for (const warning of warnings) process.stderr.write(`${warning}\n`);
-    const note = warnings.length > 0 ? `, ${warnings.length} warning(s)` : '';
+    for (const warning of source.warnings) {
+      process.stderr.write(`${formatProblem(file, warning)}\n`);
+    }
+    if (printDefaults) {
+      process.stdout.write(printEffectiveConfig(file, config));
+      return;
+    }
+    const count = source.warnings.length;
+    const note = count > 0 ? `, ${count} warning(s)` : '';
     process.stdout.write(`${file}: ok (${config.routes.length} routes${note})\n`);
     return;
   }
@@ -95,15 +113,6 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   await runGateway(config);
-}
-
-/** `FILE:line:col: routes[j]: warning: ... (routes[i] is at FILE:line:col)`, one per finding. */
-function routeWarnings(file: string, source: ConfigSource): string[] {
-  return analyseRoutes(createRouteTable(source.config).routes).map((finding) => {
-    const at = source.positionOf(['routes', finding.route]);
-    const earlier = source.positionOf(['routes', finding.earlier]);
-    return `${file}:${at.line}:${at.col}: routes[${finding.route}]: warning: ${finding.message} (routes[${finding.earlier}] is at ${file}:${earlier.line}:${earlier.col})`;
-  });
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

@@ -12,6 +12,8 @@ const MINIMAL = `introspection:
   client_id: tokenguard
   client_secret: s
 `;
+/** A route list for configs whose test is not about routes (no route at all is an error). */
+const ROUTE = 'routes:\n  - path: /a\n';
 
 const problems = (text: string, env: Record<string, string> = {}): string[] => {
   try {
@@ -24,7 +26,7 @@ const problems = (text: string, env: Record<string, string> = {}): string[] => {
 };
 
 test('a minimal config gets every documented default', (t) => {
-  const config = parseConfig(MINIMAL, 'gw.yaml', {});
+  const config = parseConfig(`${MINIMAL}${ROUTE}`, 'gw.yaml', {});
   t.is(config.server.port, 8000);
   t.is(config.admin.port, 9100);
   t.is(config.upstream.url, 'http://127.0.0.1:8080');
@@ -43,31 +45,38 @@ test('a minimal config gets every documented default', (t) => {
 
 // [config text, the exact problem lines expected]
 const invalid: Array<[string, string, string[]]> = [
-  ['unknown top-level key', `${MINIMAL}rutes: []\n`, ['gw.yaml:5:1: rutes: unknown key']],
+  [
+    'unknown top-level key, and so no route',
+    `${MINIMAL}rutes: []\n`,
+    [
+      'gw.yaml:1:1: routes: lists no route: with default_action deny every request gets 404 and nothing is ever forwarded',
+      'gw.yaml:5:1: rutes: unknown key; did you mean `routes`?',
+    ],
+  ],
   [
     'misspelt route key (scope for scopes)',
     `${MINIMAL}routes:\n  - path: /a\n    scope: [x]\n`,
-    ['gw.yaml:7:5: routes[0].scope: unknown key'],
+    ['gw.yaml:7:5: routes[0].scope: unknown key; did you mean `scopes`?'],
   ],
   [
     'wrong type with position of the value',
-    `server:\n  port: eighty\n${MINIMAL}`,
-    ['gw.yaml:2:9: server.port: must be a number, got string'],
+    `server:\n  port: eighty\n${MINIMAL}${ROUTE}`,
+    ['gw.yaml:2:9: server.port: must be a number, got a string'],
   ],
   [
     'port out of range',
-    `server:\n  port: 70000\n${MINIMAL}`,
+    `server:\n  port: 70000\n${MINIMAL}${ROUTE}`,
     ['gw.yaml:2:9: server.port: must be at most 65535'],
   ],
-  ['missing introspection', 'server: {}\n', ['gw.yaml:1:1: introspection: is required']],
+  ['missing introspection', `server: {}\n${ROUTE}`, ['gw.yaml:1:1: introspection: is required']],
   [
     'missing secret for basic auth',
-    'introspection:\n  endpoint: http://a/i\n  client_id: x\n',
+    `introspection:\n  endpoint: http://127.0.0.1/i\n  client_id: x\n${ROUTE}`,
     ['gw.yaml:2:3: introspection.client_secret: is required with auth_method client_secret_basic'],
   ],
   [
     'neither endpoint nor issuer',
-    'introspection:\n  client_id: x\n  client_secret: y\n',
+    `introspection:\n  client_id: x\n  client_secret: y\n${ROUTE}`,
     ['gw.yaml:2:3: introspection: needs `endpoint`, or `issuer` for discovery'],
   ],
   [
@@ -101,21 +110,21 @@ const invalid: Array<[string, string, string[]]> = [
   ],
   [
     'identity header the proxy owns',
-    `${MINIMAL}forward:\n  identity_headers:\n    Host: sub\n`,
+    `${MINIMAL}${ROUTE}forward:\n  identity_headers:\n    Host: sub\n`,
     [
-      'gw.yaml:7:11: forward.identity_headers.Host: is a header the proxy owns and cannot carry identity',
+      'gw.yaml:9:11: forward.identity_headers.Host: is a header the proxy owns and cannot carry identity',
     ],
   ],
   [
     'bad trusted proxy CIDR',
-    `server:\n  trusted_proxies: [10.0.0.0/40]\n${MINIMAL}`,
+    `server:\n  trusted_proxies: [10.0.0.0/40]\n${MINIMAL}${ROUTE}`,
     [
       'gw.yaml:2:21: server.trusted_proxies[0]: must be an IP address or CIDR block such as 10.0.0.0/8 or fd00::/8',
     ],
   ],
   [
     'upstream with a path',
-    `upstream:\n  url: http://127.0.0.1:8080/api\n${MINIMAL}`,
+    `upstream:\n  url: http://127.0.0.1:8080/api\n${MINIMAL}${ROUTE}`,
     [
       'gw.yaml:2:8: upstream.url: must be an origin such as http://127.0.0.1:8080 (no path or query)',
     ],
@@ -134,10 +143,10 @@ const invalid: Array<[string, string, string[]]> = [
   ],
   [
     'several problems, all reported, in file order',
-    `server:\n  port: x\n  hots: y\n${MINIMAL}default_action: allow\n`,
+    `server:\n  port: x\n  hots: y\n${MINIMAL}default_action: allow\n${ROUTE}`,
     [
-      'gw.yaml:2:9: server.port: must be a number, got string',
-      'gw.yaml:3:3: server.hots: unknown key',
+      'gw.yaml:2:9: server.port: must be a number, got a string',
+      'gw.yaml:3:3: server.hots: unknown key; did you mean `host`?',
       'gw.yaml:8:17: default_action: must be one of "deny", "authenticate"',
     ],
   ],
@@ -151,19 +160,19 @@ for (const [title, text, expected] of invalid) {
 
 test('${VAR} is replaced before typing; quoted stays a string', (t) => {
   const config = parseConfig(
-    `server:\n  port: \${PORT}\n  host: "\${HOST}"\nintrospection:\n  endpoint: http://\${AS_HOST}/i\n  client_id: x\n  client_secret: \${SECRET}\n`,
+    `server:\n  port: \${PORT}\n  host: "\${HOST}"\nintrospection:\n  endpoint: https://\${AS_HOST}/i\n  client_id: x\n  client_secret: \${SECRET}\n${ROUTE}`,
     'gw.yaml',
     { PORT: '8443', HOST: '127.0.0.1', AS_HOST: 'as.local:9000', SECRET: 'p@ss${not-a-ref' },
   );
   t.is(config.server.port, 8443);
   t.is(config.server.host, '127.0.0.1');
-  t.is(config.introspection.endpoint, 'http://as.local:9000/i');
+  t.is(config.introspection.endpoint, 'https://as.local:9000/i');
   t.is(config.introspection.client_secret, 'p@ss${not-a-ref', 'values are not interpolated twice');
 });
 
 test('${VAR:-default}, empty default and $${ escape', (t) => {
   const config = parseConfig(
-    `introspection:\n  endpoint: \${EP:-http://127.0.0.1:1/i}\n  client_id: "$\${literal}"\n  client_secret: s\n  token_type_hint: x\${EMPTY:-}y\n`,
+    `introspection:\n  endpoint: \${EP:-http://127.0.0.1:1/i}\n  client_id: "$\${literal}"\n  client_secret: s\n  token_type_hint: x\${EMPTY:-}y\n${ROUTE}`,
     'gw.yaml',
     {},
   );
@@ -182,7 +191,7 @@ test('an unset variable without default is an error naming it, at its position',
 });
 
 test('the secret never appears in an error message', (t) => {
-  const lines = problems(`server:\n  port: \${SECRET}\n${MINIMAL}`, {
+  const lines = problems(`server:\n  port: \${SECRET}\n${MINIMAL}${ROUTE}`, {
     SECRET: 'hunter2-very-secret',
   });
   t.is(lines.length, 1);
@@ -192,7 +201,7 @@ test('the secret never appears in an error message', (t) => {
 const cli = async (args: string[], env: Record<string, string> = {}) => {
   try {
     const { stdout, stderr } = await run(process.execPath, ['dist/cli.js', ...args], {
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { PATH: process.env.PATH ?? '', TOKENGUARD_CLIENT_SECRET: 'test-secret', ...env },
     });
     return { code: 0, stdout, stderr };
   } catch (error) {
@@ -202,7 +211,9 @@ const cli = async (args: string[], env: Record<string, string> = {}) => {
 };
 
 test('tokenguard check: exit 0 on the shipped example and demo configs', async (t) => {
-  const example = await cli(['check', '--config', 'config/gateway.example.yaml']);
+  const example = await cli(['check', '--config', 'config/gateway.example.yaml'], {
+    TOKENGUARD_CLIENT_SECRET: 'x',
+  });
   t.is(example.code, 0, example.stderr);
   const demo = await cli(['check', '--config', 'config/demo.yaml'], {
     TOKENGUARD_CLIENT_SECRET: 'x',
@@ -217,8 +228,8 @@ test('tokenguard check: exit 1 with every problem as PATH:line:col: key.path: me
   const result = await cli(['check', '--config', file]);
   t.is(result.code, 1);
   t.deepEqual(result.stderr.trim().split('\n'), [
-    `${file}:2:9: server.port: must be a number, got string`,
-    `${file}:9:5: routes[0].scope: unknown key`,
+    `${file}:2:9: server.port: must be a number, got a string`,
+    `${file}:9:5: routes[0].scope: unknown key; did you mean \`scopes\`?`,
   ]);
 });
 

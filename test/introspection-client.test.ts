@@ -112,11 +112,12 @@ async function withFakeIntrospection(
   answer: Answer | undefined,
   introspection: Record<string, unknown>,
   run: (harness: Harness, fake: FakeIntrospectionEndpoint) => Promise<void>,
+  topLevel: Record<string, unknown> = {},
 ): Promise<void> {
   const fake = await startFakeIntrospection(answer);
   try {
     await withHarness(
-      () => ({ introspection: { endpoint: fake.endpoint, ...introspection } }),
+      () => ({ introspection: { endpoint: fake.endpoint, ...introspection }, ...topLevel }),
       (harness) => run(harness, fake),
     );
   } finally {
@@ -262,6 +263,7 @@ test('auth_method none sends no credentials at all', async (t) => {
       t.is(call?.headers.authorization, undefined);
       t.deepEqual([...(call?.form.keys() ?? [])].sort(), ['token', 'token_type_hint']);
     },
+    { insecure: ['unauthenticated_introspection'] }, // an error unless acknowledged
   );
 });
 

@@ -1,7 +1,8 @@
 /**
- * `tokenguard check` warnings about the route list (issue 7): a route that can never match
- * because an earlier one takes all its requests, and an earlier, broader route that takes
- * some of a later route's requests while requiring less — with both routes' positions.
+ * What `tokenguard check` says about the route list (issues 7 and 10): a route that can never
+ * match because an earlier one takes all its requests, an earlier, broader route that takes
+ * some of a later route's requests while requiring less, and a method a route lists that an
+ * earlier route always takes on its paths — config errors, with both routes' positions.
  */
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -111,6 +112,54 @@ const ROWS: Array<[string, RouteSpec[], string[]]> = [
     [],
   ],
   [
+    'overlapping methods on the same path: the later route lists a method it never gets',
+    [
+      { path: '/a', methods: ['GET', 'POST'], scopes: ['a'] },
+      { path: '/a', methods: ['POST', 'DELETE'], scopes: ['a'] },
+    ],
+    ['method_overlap 1<0'],
+  ],
+  [
+    'overlapping methods, the earlier route weaker: one finding, not two',
+    [
+      { prefix: '/api', methods: ['GET'], auth: 'none' },
+      { path: '/api/orders', methods: ['GET', 'POST'], scopes: ['orders:write'] },
+    ],
+    ['method_overlap 1<0'],
+  ],
+  [
+    'HEAD implied by GET is not an overlap: only written methods count',
+    [
+      { path: '/a', methods: ['HEAD'], scopes: ['a'] },
+      { path: '/a', methods: ['GET', 'POST'], scopes: ['a'] },
+    ],
+    [],
+  ],
+  [
+    'HEAD written alone is',
+    [
+      { path: '/a', methods: ['GET'], scopes: ['a'] },
+      { path: '/a', methods: ['HEAD', 'POST'], scopes: ['a'] },
+    ],
+    ['method_overlap 1<0'],
+  ],
+  [
+    'a later route without methods is the broad rule below an exception: nothing to say',
+    [
+      { path: '/a', methods: ['GET'], auth: 'none' },
+      { path: '/a', scopes: ['a'] },
+    ],
+    [],
+  ],
+  [
+    'overlapping methods where the earlier path is narrower: the later route still gets them elsewhere',
+    [
+      { path: '/a/:id', methods: ['GET'], scopes: ['r'] },
+      { prefix: '/a', methods: ['GET', 'POST'], scopes: ['r'] },
+    ],
+    [],
+  ],
+  [
     'a broader hierarchic route first is weaker than a later exact one with the same words',
     [
       { prefix: '/api', methods: ['GET'], scopes: ['orders.read'], scope_match: 'hierarchic' },
@@ -146,7 +195,7 @@ const ROWS: Array<[string, RouteSpec[], string[]]> = [
     'a broader route first with a narrower any_scopes is as strict; a wider one is weaker',
     [
       { prefix: '/api', methods: ['GET'], any_scopes: ['us'] },
-      { prefix: '/api/orders', methods: ['GET', 'POST'], any_scopes: ['eu', 'us'] },
+      { prefix: '/api/orders', methods: ['POST'], any_scopes: ['eu', 'us'] },
       { prefix: '/api/orders/x', any_scopes: ['us'] },
     ],
     ['weaker_shadow 2<1'],
@@ -160,7 +209,7 @@ for (const [title, routes, expected] of ROWS) {
   });
 }
 
-test('tokenguard check prints each warning with both routes positions and exits 0', async (t) => {
+test('tokenguard check reports an unreachable route with both routes positions and exits 1', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'tokenguard-check-'));
   try {
     const file = path.join(dir, 'shadow.yaml');
@@ -181,11 +230,11 @@ test('tokenguard check prints each warning with both routes positions and exits 
     );
     const child = spawnCli(['check', '--config', file]);
     const exit = await child.waitForExit(20_000);
-    t.is(exit?.code, 0);
-    t.regex(child.stdout(), /ok \(2 routes, 1 warning\(s\)\)/);
+    t.is(exit?.code, 1);
+    t.is(child.stdout(), '');
     t.is(
       child.stderr().trim(),
-      `${file}:8:5: routes[1]: warning: can never match: routes[0] (prefix /api, any method) comes first and takes every request routes[1] (path /api/orders/:id, any method) would (first match wins) (routes[0] is at ${file}:6:5)`,
+      `${file}:8:5: routes[1]: can never match: routes[0] (prefix /api, any method) comes first and takes every request routes[1] (path /api/orders/:id, any method) would (first match wins) (routes[0] is at ${file}:6:5)`,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

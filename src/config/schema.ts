@@ -13,6 +13,18 @@ import { PROXY_ASSERTED } from '../proxy/upstream-headers.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
+/**
+ * Settings that weaken what the gateway guarantees. Each is a config error unless listed
+ * under `insecure:` (src/config/attention.ts says when each applies).
+ */
+export const INSECURE_SETTINGS = [
+  'plain_http_introspection',
+  'unauthenticated_introspection',
+  'trust_any_proxy',
+  'placeholder_secret',
+] as const;
+export type InsecureSetting = (typeof INSECURE_SETTINGS)[number];
+
 /** RFC 9110 §5.1 field-name token. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. */
@@ -54,6 +66,15 @@ const cidr = z.string().refine(
   },
   { message: 'must be an IP address or CIDR block such as 10.0.0.0/8 or fd00::/8' },
 );
+
+/** The URL, or null when `value` is not one (never throws). */
+export function parseUrl(value: string): URL | null {
+  try {
+    return new URL(value);
+  } catch {
+    return null;
+  }
+}
 
 const httpUrl = z.string().refine(
   (value) => {
@@ -201,9 +222,15 @@ const sharedSchema = z
 const upstreamSchema = z
   .strictObject({
     url: httpUrl
-      .refine((value) => ['', '/'].includes(new URL(value).pathname) && !new URL(value).search, {
-        message: 'must be an origin such as http://127.0.0.1:8080 (no path or query)',
-      })
+      .refine(
+        (value) => {
+          // Only the URLs httpUrl accepted reach a verdict here: a refinement runs even after
+          // an earlier one failed, and `new URL('127.0.0.1:8080')` throws.
+          const url = parseUrl(value);
+          return url === null || (['', '/'].includes(url.pathname) && url.search === '');
+        },
+        { message: 'must be an origin such as http://127.0.0.1:8080 (no path or query)' },
+      )
       .default('http://127.0.0.1:8080')
       .describe('The API behind the gateway; requests keep their path.'),
     timeout_ms: positiveInt
@@ -391,6 +418,17 @@ const routeSchema = z
         });
       }
     }
+    const listed = new Set<string>();
+    for (const [index, method] of (route.methods ?? []).entries()) {
+      if (listed.has(method)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['methods', index],
+          message: `lists ${method} twice`,
+        });
+      }
+      listed.add(method);
+    }
     if (route.auth === 'none' && route.scopes.length > 0) {
       ctx.addIssue({
         code: 'custom',
@@ -482,6 +520,12 @@ export const configSchema = z
     resource_metadata: resourceMetadataSchema.describe(
       'RFC 9728 protected-resource metadata served at /.well-known/oauth-protected-resource, named in every WWW-Authenticate challenge. Absent: the path is an ordinary path.',
     ),
+    insecure: z
+      .array(z.enum(INSECURE_SETTINGS))
+      .default([])
+      .describe(
+        'Insecure settings this config means to have (plain_http_introspection, unauthenticated_introspection, trust_any_proxy, placeholder_secret); any other insecure setting is an error. Acknowledged ones are still warned about.',
+      ),
     shared: sharedSchema.describe(
       'Fleet mode: replicas sharing a Redis and a key_prefix share cache, fishing counts, budget and revocations. Absent: each on its own.',
     ),

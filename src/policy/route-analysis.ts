@@ -3,8 +3,11 @@
  * that can never match, because an earlier route takes every request it would (first match
  * wins), and an earlier route that takes some of a later route's requests while requiring
  * less — the classic `prefix: /api` (auth: none) above `/api/orders/:id` (scopes), where
- * the operator meant the specific rule to apply. Both are warnings here: the config is
- * legal, and the gateway enforces exactly what it says, but not what its author expected.
+ * the operator meant the specific rule to apply — and a route that lists a method an earlier
+ * route always takes on its paths (`methods: [GET, POST]` under an earlier `[POST]` of the
+ * same paths: its POST is dead text). The gateway enforces exactly what the list says, but
+ * not what its author wrote on the later route, so `tokenguard check` and start-up refuse
+ * each of them as a config error (src/config/review.ts), naming both routes.
  *
  * A narrower route placed first on purpose — the exception to a broader rule below it — is
  * not reported. The analysis works on the compiled routes (koa-router's own matchers), probing each route
@@ -17,7 +20,7 @@ export interface RouteFinding {
   route: number;
   /** Index of the earlier route that takes its requests. */
   earlier: number;
-  kind: 'unreachable' | 'weaker_shadow';
+  kind: 'unreachable' | 'weaker_shadow' | 'method_overlap';
   message: string;
 }
 
@@ -76,6 +79,16 @@ function sharesMethods(earlier: Route, later: Route): boolean {
   return false;
 }
 
+/** The methods `later` lists that `earlier` takes too (HEAD counts only when GET is not listed: GET implies it). */
+function deadMethods(earlier: Route, later: Route): string[] {
+  if (!later.methods) return [];
+  const listsGet = later.methods.has('GET');
+  return [...later.methods].filter(
+    (method) =>
+      (!earlier.methods || earlier.methods.has(method)) && !(method === 'HEAD' && listsGet),
+  );
+}
+
 /** `earlier` matches every path `later` does. */
 function coversPaths(earlier: Route, later: Route): boolean {
   if (earlier.kind === 'prefix') return earlier.match(staticStem(later));
@@ -121,6 +134,22 @@ export function analyseRoutes(routes: readonly Route[]): RouteFinding[] {
           message: `can never match: ${describe(earlier)} comes first and takes every request ${describe(later)} would (first match wins)`,
         });
         break;
+      }
+      // Methods written on `later` that `earlier` always takes first: every path of `later`
+      // is one of `earlier`'s. Only methods the operator wrote count (absent = any method is
+      // the broad rule below an exception), and HEAD rides along with GET.
+      const dead = coversPaths(earlier, later) ? deadMethods(earlier, later) : [];
+      if (dead.length > 0) {
+        const weaker = isWeaker(earlier, later)
+          ? `, requiring ${requirementOf(earlier)} instead of ${requirementOf(later)}`
+          : '';
+        findings.push({
+          route: later.index,
+          earlier: earlier.index,
+          kind: 'method_overlap',
+          message: `can never match ${dead.join(' ')}: ${describe(earlier)} comes first and takes ${dead.join(' ')} on every path ${describe(later)} matches${weaker}; drop ${dead.length > 1 ? 'them' : 'it'} from one of the two routes`,
+        });
+        continue;
       }
       // A narrower route first is the deliberate exception (`GET /api/orders/:id` with a read
       // scope above `prefix: /api/orders` with a write scope); a broader one is the mistake.

@@ -266,11 +266,14 @@ test('authorization_servers defaults to introspection.issuer; scopes_supported l
   }
 });
 
+/** A config needs a route (`check`): one, after the section under test. */
+const ROUTES = 'routes:\n  - {prefix: /a, scopes: [x]}\n';
+
 test('config: resource must be an https URL without query or fragment; unknown keys refused', (t) => {
   const base = `introspection:\n  endpoint: https://as.example.com/i\n  client_id: c\n  client_secret: s\n`;
   const problems = (section: string): string[] => {
     try {
-      parseConfig(`${base}resource_metadata:\n${section}`, 'gw.yaml', {});
+      parseConfig(`${base}resource_metadata:\n${section}${ROUTES}`, 'gw.yaml', {});
       return [];
     } catch (error) {
       return (error as Error).message.split('\n');

@@ -328,8 +328,9 @@ test('config: unknown strategies and unusable patterns are file:line:col errors'
   t.deepEqual(problemsOf(configWith('  - prefix: /a\n    scope_match: glob\n')), [
     'gw.yaml:8:18: routes[0].scope_match: must be one of "exact", "hierarchic", "wildcard"',
   ]);
+  // Values are case-sensitive; a near miss gets a suggestion.
   t.deepEqual(problemsOf(configWith('  - prefix: /a\n', 'scope_match: Wildcard\n')), [
-    'gw.yaml:6:14: scope_match: must be one of "exact", "hierarchic", "wildcard"',
+    'gw.yaml:6:14: scope_match: must be one of "exact", "hierarchic", "wildcard"; did you mean `wildcard`?',
   ]);
   const bad = problemsOf(
     configWith(
@@ -357,7 +358,7 @@ test('config: unknown strategies and unusable patterns are file:line:col errors'
     [],
   );
   t.deepEqual(problemsOf(configWith('  - prefix: /a\n    any_scopes: []\n')), [
-    'gw.yaml:8:17: routes[0].any_scopes: must have at least 1 item(s)',
+    'gw.yaml:8:17: routes[0].any_scopes: must not be empty',
   ]);
   t.deepEqual(problemsOf(configWith('  - prefix: /a\n    auth: none\n    any_scopes: [a]\n')), [
     'gw.yaml:9:17: routes[0].any_scopes: cannot be required on a route with `auth: none`',

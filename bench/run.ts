@@ -46,16 +46,16 @@ const P = SMOKE
     }
   : {
       rounds: 3,
-      seconds: 5,
+      seconds: 4,
       connections: [50, 200],
       distinct: 10_000,
       cold: 1000,
       fishingSeconds: 6,
-      floodSeconds: 40,
+      floodSeconds: 25,
       floodTokens: 1_000_000,
       floodAddresses: 100_000,
       memoryTokens: 100_000,
-      fleetTokens: 2000,
+      fleetTokens: 1000,
     };
 
 const MAX_FAILURES = 5;
@@ -586,7 +586,7 @@ const SCENARIOS: Record<string, () => Promise<void>> = {
       const filledUp = await gateway.memory();
       // RSS once the process settled (V8's memory reducer returns the pages the fill used).
       // A full GC, then a moment for V8 to hand the freed pages back to the kernel.
-      await new Promise((resolve) => setTimeout(resolve, SMOKE ? 2000 : 15_000));
+      await new Promise((resolve) => setTimeout(resolve, SMOKE ? 2000 : 8000));
       await gateway.memory();
       await new Promise((resolve) => setTimeout(resolve, 2000));
       const after = await gateway.memory();

@@ -59,7 +59,7 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   tokenguard_request_duration_seconds: { outcome: OUTCOMES },
   tokenguard_introspection_requests_total: { result: ['active', 'inactive', 'error'] },
   tokenguard_introspection_duration_seconds: { result: ['active', 'inactive', 'error'] },
-  tokenguard_cache_lookups_total: { result: ['hit', 'negative_hit', 'miss', 'coalesced'] },
+  tokenguard_cache_lookups_total: { result: ['hit', 'negative_hit', 'miss', 'coalesced', 'stale'] },
   tokenguard_fishing_failures_total: {
     // The contract's five, plus the two this project added (README "Token fishing").
     reason: [

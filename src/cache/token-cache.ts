@@ -29,7 +29,11 @@ export type CacheEntry =
       fromFleet?: true;
     };
 
-export type CacheResult = 'hit' | 'negative_hit' | 'miss' | 'coalesced';
+/**
+ * `stale`: a miss whose call failed, answered from an active entry past its TTL but within
+ * `stale_if_error` (counted as a miss too, when it was decided).
+ */
+export type CacheResult = 'hit' | 'negative_hit' | 'miss' | 'coalesced' | 'stale';
 
 export interface CacheLookup {
   entry: CacheEntry;
@@ -50,6 +54,13 @@ export interface TokenCacheOptions<Requester = unknown> {
   load: (token: string, key: string, requester: Requester | undefined) => Promise<Loaded>;
   /** Told of every lookup as it is decided (before a miss's call ends, even if it fails). */
   onLookup?: (result: CacheResult) => void;
+  /**
+   * How long past its TTL an active entry may still answer a lookup whose load failed with
+   * an error `staleOnError` accepts (the authorization server failing, the budget refusing);
+   * 0 (default): never. Never past the token's `exp`; a deleted (revoked) entry is gone.
+   */
+  staleIfErrorSeconds?: number;
+  staleOnError?: (error: unknown) => boolean;
   nowSeconds?: () => number;
 }
 
@@ -90,9 +101,13 @@ export function createTokenCache<Requester = unknown>(
   options: TokenCacheOptions<Requester>,
 ): TokenCache<Requester> {
   const nowSeconds = options.nowSeconds ?? (() => Date.now() / 1000);
+  const staleMs = (options.staleIfErrorSeconds ?? 0) * 1000;
   const active = new LRUCache<string, CacheEntry>({
     max: options.maxEntries,
     ttlAutopurge: false,
+    // With stale-if-error on, an expired entry stays (unseen by get, has and peek) until the
+    // LRU evicts it or a fresh answer replaces it.
+    noDeleteOnStaleGet: staleMs > 0,
   });
   const negative = new LRUCache<string, CacheEntry>({
     max: options.maxNegativeEntries ?? options.maxEntries,
@@ -109,6 +124,19 @@ export function createTokenCache<Requester = unknown>(
     return Math.floor(Math.min(options.maxTtlSeconds, untilExp) * 1000);
   };
 
+  /** The entry past its TTL that may stand in for a failed load, or undefined. */
+  const staleStandIn = (key: string, error: unknown): CacheEntry | undefined => {
+    if (staleMs === 0 || !(options.staleOnError?.(error) ?? false)) return undefined;
+    const entry = active.get(key, { allowStale: true });
+    if (entry === undefined || !entry.active) return undefined;
+    // getRemainingTTL is negative by how long the entry has been stale.
+    if (-active.getRemainingTTL(key) > staleMs) return undefined;
+    const exp = entry.claims.exp as number | undefined;
+    if (exp !== undefined && exp <= nowSeconds()) return undefined;
+    onLookup('stale');
+    return entry;
+  };
+
   return {
     async lookup(token, key = tokenHash(token), requester) {
       const cached = get(key);
@@ -120,7 +148,13 @@ export function createTokenCache<Requester = unknown>(
       const pending = inFlight.get(key);
       if (pending) {
         onLookup('coalesced');
-        return { entry: (await pending).entry, result: 'coalesced' };
+        try {
+          return { entry: (await pending).entry, result: 'coalesced' };
+        } catch (error) {
+          const stale = staleStandIn(key, error);
+          if (stale === undefined) throw error;
+          return { entry: stale, result: 'stale' };
+        }
       }
       onLookup('miss');
       const loading = options.load(token, key, requester);
@@ -129,7 +163,13 @@ export function createTokenCache<Requester = unknown>(
         const { entry, ttlMs: override } = await loading;
         const ttl = Math.min(override ?? Infinity, ttlMs(entry));
         if (ttl > 0) (entry.active ? active : negative).set(key, entry, { ttl });
+        // An inactive answer ends any stale copy's standing.
+        if (!entry.active) active.delete(key);
         return { entry, result: 'miss' };
+      } catch (error) {
+        const stale = staleStandIn(key, error);
+        if (stale === undefined) throw error;
+        return { entry: stale, result: 'stale' };
       } finally {
         inFlight.delete(key);
       }
@@ -138,7 +178,12 @@ export function createTokenCache<Requester = unknown>(
     delete: (key) => active.delete(key) || negative.delete(key),
     deleteWhere(matches) {
       const doomed: string[] = [];
-      for (const [key, entry] of active.entries()) if (matches(entry)) doomed.push(key);
+      if (staleMs > 0) {
+        // Entries past their TTL too: a revoked token must not come back as a stale answer.
+        for (const [key, { value }] of active.dump()) if (matches(value)) doomed.push(key);
+      } else {
+        for (const [key, entry] of active.entries()) if (matches(entry)) doomed.push(key);
+      }
       for (const key of doomed) active.delete(key);
       return doomed.length;
     },

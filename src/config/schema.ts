@@ -331,6 +331,11 @@ const cacheSchema = z
     negative_ttl_seconds: nonNegativeInt
       .default(10)
       .describe('An inactive result lives this long.'),
+    stale_if_error_seconds: nonNegativeInt
+      .default(0)
+      .describe(
+        'While the authorization server fails or the budget refuses, an active answer may be used this long past its TTL (never past exp, never a revoked or inactive one). 0: off.',
+      ),
   })
   .prefault({});
 

@@ -153,6 +153,8 @@ export function createIntrospectionService(
    * between is an outage, and counting it would block clients for the server's trouble.
    */
   let lastGoodAnswerMs = 0;
+  /** A stale answer was served since the last good one (cache_stale_served logged). */
+  let staleAnnounced = false;
   let lastServerErrorMs = 0;
   const answersOthers = () =>
     lastGoodAnswerMs > lastServerErrorMs &&
@@ -229,6 +231,7 @@ export function createIntrospectionService(
       const answer = await client.introspect(token, requester);
       result = answer.active ? 'active' : 'inactive';
       lastGoodAnswerMs = Date.now();
+      staleAnnounced = false;
       if (!answer.active) return { entry: INACTIVE };
       return { entry: activeEntry(answer.claims), claims: answer.claims };
     } catch (error) {
@@ -297,7 +300,22 @@ export function createIntrospectionService(
     maxTtlSeconds: config.cache.max_ttl_seconds,
     negativeTtlSeconds: config.cache.negative_ttl_seconds,
     load,
-    onLookup: (result) => metrics.cacheLookups.inc({ result }),
+    onLookup: (result) => {
+      metrics.cacheLookups.inc({ result });
+      if (result === 'stale' && !staleAnnounced) {
+        staleAnnounced = true;
+        logger.warn(
+          {
+            event: 'cache_stale_served',
+            stale_if_error_seconds: config.cache.stale_if_error_seconds,
+          },
+          'introspection failing: serving cached active answers past their TTL (cache.stale_if_error_seconds), never past exp; once per outage',
+        );
+      }
+    },
+    staleIfErrorSeconds: config.cache.stale_if_error_seconds,
+    // The server failing or the budget refusing — never an answer about the token.
+    staleOnError: (error) => error instanceof GatewayError && error.status === 503,
   });
 
   return {

@@ -72,7 +72,13 @@ export const FISHING_REASONS: readonly FishingReason[] = [
   'sender_constrained',
   'rejected',
 ];
-export const CACHE_RESULTS: readonly CacheResult[] = ['hit', 'negative_hit', 'miss', 'coalesced'];
+export const CACHE_RESULTS: readonly CacheResult[] = [
+  'hit',
+  'negative_hit',
+  'miss',
+  'coalesced',
+  'stale',
+];
 export const INTROSPECTION_RESULTS: readonly IntrospectionResult[] = [
   'active',
   'inactive',

@@ -80,6 +80,7 @@ export function createCachedPass(deps: CachedPassDependencies) {
       client: decided.client.address,
       tokenHash: decided.tokenHash,
       failure: exchange.error ?? undefined,
+      upstreamMs: exchange.upstreamMs >= 0 ? exchange.upstreamMs : undefined,
     });
   };
 

@@ -79,6 +79,8 @@ export interface RecordFacts {
   client: string | undefined;
   tokenHash: string | undefined;
   failure: GatewayError | undefined;
+  /** Ms from handing the request to the upstream to its response headers (forwarded only). */
+  upstreamMs?: number | undefined;
 }
 
 export function createRequestRecorder(
@@ -93,6 +95,7 @@ export function createRequestRecorder(
       const series = metrics.requestSeries(route?.label ?? UNMATCHED_ROUTE_LABEL)[outcome];
       series.count();
       series.observe(seconds);
+      if (facts.upstreamMs !== undefined) metrics.upstreamDuration.observe(facts.upstreamMs / 1000);
       if (!accessLog.enabled) return;
       accessLog.write({
         method: req.method ?? '',
@@ -106,6 +109,8 @@ export function createRequestRecorder(
         token: facts.tokenHash?.slice(0, 12),
         code: facts.failure?.code,
         detail: facts.failure?.detail,
+        upstreamMs:
+          facts.upstreamMs === undefined ? undefined : Math.round(facts.upstreamMs * 100) / 100,
         requestId: requestIds.of(req),
         traceId: traceIdOf(req.headers.traceparent),
       });
@@ -152,6 +157,7 @@ export function observeRequest(options: ObserveOptions): GatewayMiddleware {
         client: state.client?.address,
         tokenHash: state.tokenHash,
         failure,
+        upstreamMs: state.upstreamMs,
       },
     );
   };

@@ -29,6 +29,8 @@ export interface GatewayState {
   upgradeStatus?: number;
   /** The upstream failed after the response had begun (the client saw it cut short). */
   upstreamFailure?: string;
+  /** Ms from handing the request to the upstream to its response headers. */
+  upstreamMs?: number;
   /** The gateway answered the request itself (RFC 9728 metadata): outcome `served`. */
   served?: boolean;
   /** The active introspection answer the request was authorised with. */

@@ -40,6 +40,7 @@ const CATALOGUE: ReadonlyArray<{ name: string; type: MetricType; labels: string[
   { name: 'tokenguard_fishing_blocked_clients', type: 'gauge', labels: [] },
   { name: 'tokenguard_upstream_errors_total', type: 'counter', labels: ['kind'] },
   { name: 'tokenguard_introspection_rejections_total', type: 'counter', labels: ['reason'] },
+  { name: 'tokenguard_upstream_duration_seconds', type: 'histogram', labels: [] },
 ];
 
 const OUTCOMES = [

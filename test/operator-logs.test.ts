@@ -39,3 +39,29 @@ test("the authorization server refusing the gateway's own credentials: 503s, and
     },
   );
 });
+
+test('the upstream latency stands apart: upstream_ms on forwarded lines and its own histogram, none for refusals', async (t) => {
+  await withHarness(undefined, async (harness) => {
+    const token = harness.as.issue({ scope: 'orders:read' });
+    for (let index = 0; index < 3; index += 1) {
+      t.is(
+        (await request(`${harness.url}/api/orders/${index}`, { headers: bearer(token) })).status,
+        200,
+      );
+    }
+    t.is((await request(`${harness.url}/api/orders/9`)).status, 401);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // access lines leave once per turn
+    const lines = parsed(harness.logs()).filter((line) => line.event === 'access');
+    const forwarded = lines.filter((line) => line.outcome === 'forwarded');
+    t.is(forwarded.length, 3);
+    for (const line of forwarded) {
+      t.is(typeof line.upstream_ms, 'number');
+      t.true((line.upstream_ms as number) <= (line.latency_ms as number), JSON.stringify(line));
+    }
+    const refused = lines.filter((line) => line.outcome === 'unauthorized');
+    t.is(refused.length, 1);
+    t.false('upstream_ms' in (refused[0] ?? {}));
+    const metrics = await scrapeMetrics(harness);
+    t.is(metricValue(metrics, 'tokenguard_upstream_duration_seconds_count'), 3);
+  });
+});

@@ -23,6 +23,8 @@ export interface AccessLine {
   token: string | undefined;
   code: string | undefined;
   detail: string | undefined;
+  /** Ms to the upstream's response headers (forwarded requests). */
+  upstreamMs: number | undefined;
   /** request-id.ts: well formed (JSON-safe) by construction. */
   requestId: string;
   /** The trace id of a valid `traceparent` (32 hex digits). */
@@ -80,6 +82,7 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
       text += `,"method":"${line.method}"`;
       if (line.path !== undefined) text += `,"path":${jsonString(line.path)}`;
       text += `,"route":${line.routeJson},"outcome":"${line.outcome}","status":${line.status},"latency_ms":${line.latencyMs}`;
+      if (line.upstreamMs !== undefined) text += `,"upstream_ms":${line.upstreamMs}`;
       if (line.cache !== undefined) text += `,"cache":"${line.cache}"`;
       if (line.client !== undefined) text += `,"client":${jsonString(line.client)}`;
       if (line.token !== undefined) text += `,"token":"${line.token}"`;

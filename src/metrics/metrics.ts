@@ -22,6 +22,8 @@ export interface GatewayMetrics {
   requestDuration: Histogram<'route' | 'outcome'>;
   introspectionRequests: Counter<'result'>;
   introspectionDuration: Histogram<'result'>;
+  /** Handing a request to the upstream → its response headers (the API's own latency). */
+  upstreamDuration: Histogram;
   /** Lookups refused a call to the authorization server by the gateway's own limits. */
   introspectionRejections: Counter<'reason'>;
   cacheLookups: Counter<'result'>;
@@ -144,6 +146,12 @@ export function createMetrics(
       name: 'tokenguard_introspection_duration_seconds',
       help: 'Duration of introspection calls, by result.',
       labelNames: ['result'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: 'tokenguard_upstream_duration_seconds',
+      help: "From handing a request to the upstream to its response headers: the API's own latency, apart from the gateway's.",
       buckets: LATENCY_BUCKETS,
       registers,
     }),

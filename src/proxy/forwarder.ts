@@ -21,6 +21,7 @@
  * that find the exchange on the response, and one watchdog interval for all exchanges bounds
  * the upstream's silences instead of a timer and a `data` listener per request.
  */
+import { performance } from 'node:perf_hooks';
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -53,6 +54,8 @@ export interface Exchange<Context = unknown> {
   error: GatewayError | null;
   /** The upstream failed after the response had begun: the client saw it cut short. */
   failure: UpstreamErrorKind | null;
+  /** From handing the request over to the upstream's response headers, in ms; -1: none came. */
+  readonly upstreamMs: number;
 }
 
 export type ExchangeEnded<Context> = (exchange: Exchange<Context>) => void;
@@ -109,6 +112,8 @@ class ExchangeState implements Exchange {
   next: ExchangeState | null = null;
   lastBytesRead = -1;
   silentSinceMs = 0;
+  upstreamMs = -1;
+  readonly startedMs = performance.now();
 
   constructor(
     readonly req: IncomingMessage,
@@ -260,6 +265,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     proxyRes.headers.connection =
       res.shouldKeepAlive && !options.isDraining() ? 'keep-alive' : 'close';
     if (!exchange) return;
+    exchange.upstreamMs = performance.now() - exchange.startedMs;
     exchange.upstreamResponse = proxyRes;
     (proxyRes as IncomingMessage & Carrier)[kExchange] = exchange;
     proxyRes.on('close', onUpstreamResponseClose);

@@ -42,6 +42,7 @@ export function forwardToUpstream(
     // Failed before any response header: rendered like any refusal.
     if (exchange.error) throw exchange.error;
     if (exchange.failure) state.upstreamFailure = exchange.failure;
+    if (exchange.upstreamMs >= 0) state.upstreamMs = exchange.upstreamMs;
     return next();
   };
 }

@@ -903,6 +903,7 @@ function describeLogs(text: string, normalise: (text: string) => string): unknow
       const record = JSON.parse(normalise(line)) as Record<string, unknown>;
       delete record.time;
       delete record.latency_ms;
+      delete record.upstream_ms;
       delete record.pid;
       delete record.hostname;
       return record;

@@ -75,6 +75,13 @@ const invalid: Array<[string, string, string[]]> = [
     ['gw.yaml:2:3: introspection.client_secret: is required with auth_method client_secret_basic'],
   ],
   [
+    'a client_secret_jwt secret shorter than an HS256 key',
+    `introspection:\n  endpoint: http://127.0.0.1/i\n  client_id: x\n  client_secret: only-20-bytes-long!!\n  auth_method: client_secret_jwt\n${ROUTE}`,
+    [
+      'gw.yaml:4:18: introspection.client_secret: must be at least 32 bytes with auth_method client_secret_jwt (RFC 7518 §3.2: an HS256 key is at least 256 bits)',
+    ],
+  ],
+  [
     'neither endpoint nor issuer',
     `introspection:\n  client_id: x\n  client_secret: y\n${ROUTE}`,
     ['gw.yaml:2:3: introspection: needs `endpoint`, or `issuer` for discovery'],

@@ -22,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { jwtVerify } from 'jose';
 import { GatewayError, type FishingReason } from '../src/errors.js';
 import { checkClaims, type ClaimRules } from '../src/introspection/check-claims.js';
 import {
@@ -367,6 +368,50 @@ for (const { alg, keys, verifyKey, signatureBytes } of signatureAlgorithms) {
     }
   });
 }
+
+test('client_secret_jwt: an HS256 RFC 7523 assertion over the shared secret; the secret never crosses', async (t) => {
+  const secret = 'a-client-secret-of-at-least-32-bytes!!';
+  await withFakeIntrospection(
+    undefined,
+    {
+      auth_method: 'client_secret_jwt',
+      client_id: 'gateway-client',
+      client_secret: secret,
+    },
+    async (harness, fake) => {
+      const token = harness.as.issue();
+      t.is((await send(harness, token)).status, 200);
+      t.is((await send(harness, harness.as.issue())).status, 200);
+      const call = fake.calls[0];
+      t.is(call?.headers.authorization, undefined);
+      t.is(call?.form.get('client_secret'), null);
+      t.is(call?.form.get('client_id'), 'gateway-client');
+      t.is(
+        call?.form.get('client_assertion_type'),
+        'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      );
+      const assertion = call?.form.get('client_assertion') ?? '';
+      t.false(assertion.includes(secret));
+      const key = new TextEncoder().encode(secret);
+      // Verified by jose as an AS would: HS256 only, this audience and issuer.
+      const { payload, protectedHeader } = await jwtVerify(assertion, key, {
+        algorithms: ['HS256'],
+        audience: fake.endpoint,
+        issuer: 'gateway-client',
+        subject: 'gateway-client',
+      });
+      t.is(protectedHeader.alg, 'HS256');
+      t.is(typeof payload.jti, 'string');
+      t.true((payload.exp as number) - (payload.iat as number) <= 60);
+      // Another secret does not verify it.
+      await t.throwsAsync(
+        jwtVerify(assertion, new TextEncoder().encode(`${secret}x`), { algorithms: ['HS256'] }),
+      );
+      const next = decodeJwtPart((fake.calls[1]?.form.get('client_assertion') ?? '').split('.')[1]);
+      t.not(next.jti, payload.jti);
+    },
+  );
+});
 
 // ---------------------------------------------------------------------------------------------
 // hostile answers, unit level

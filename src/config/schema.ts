@@ -31,6 +31,9 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 
 /** Headers an identity mapping must never overwrite: the proxy owns them. */
+/** RFC 7518 §3.2: HS256 keys are at least 256 bits. */
+const MIN_HS256_SECRET_BYTES = 32;
+
 const RESERVED_HEADERS = new Set([
   'host',
   'authorization',
@@ -248,7 +251,13 @@ const introspectionSchema = z
     client_id: z.string().min(1).optional().describe("The gateway's client at the server."),
     client_secret: z.string().min(1).optional().describe('Use ${ENV} interpolation.'),
     auth_method: z
-      .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'])
+      .enum([
+        'client_secret_basic',
+        'client_secret_post',
+        'client_secret_jwt',
+        'private_key_jwt',
+        'none',
+      ])
       .default('client_secret_basic')
       .describe('How the gateway authenticates to the introspection endpoint.'),
     private_key_file: z
@@ -297,13 +306,27 @@ const introspectionSchema = z
       });
     }
     if (
-      (value.auth_method === 'client_secret_basic' || value.auth_method === 'client_secret_post') &&
+      (value.auth_method === 'client_secret_basic' ||
+        value.auth_method === 'client_secret_post' ||
+        value.auth_method === 'client_secret_jwt') &&
       !value.client_secret
     ) {
       ctx.addIssue({
         code: 'custom',
         path: ['client_secret'],
         message: `is required with auth_method ${value.auth_method}`,
+      });
+    }
+    // RFC 7518 §3.2: an HMAC key as long as the hash output (HS256: 256 bits) at least.
+    if (
+      value.auth_method === 'client_secret_jwt' &&
+      value.client_secret !== undefined &&
+      Buffer.byteLength(value.client_secret) < MIN_HS256_SECRET_BYTES
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['client_secret'],
+        message: `must be at least ${MIN_HS256_SECRET_BYTES} bytes with auth_method client_secret_jwt (RFC 7518 §3.2: an HS256 key is at least 256 bits)`,
       });
     }
     if (value.auth_method === 'private_key_jwt' && !value.private_key_file) {

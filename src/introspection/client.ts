@@ -4,9 +4,10 @@
  * the way oauth4webapi's processIntrospectionResponse does: status 200, a JSON content type,
  * a size cap, a JSON object, and `active` a real boolean — anything else fails closed.
  */
-import { createPrivateKey, constants, randomUUID, sign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
+import { SignJWT } from 'jose';
 import {
   authorizationServerUnavailable,
   tokenRejectedByAuthorizationServer,
@@ -80,7 +81,7 @@ export function createIntrospectionClient(
       };
       if (context?.requestId !== undefined) headers[requestIdHeader] = context.requestId;
       if (context?.traceparent !== undefined) headers.traceparent = context.traceparent;
-      authenticate(form, headers);
+      await authenticate(form, headers);
       let response;
       try {
         response = await pool.request({
@@ -306,7 +307,12 @@ export function basicCredentials(clientId: string, clientSecret: string): string
   return `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString('base64')}`;
 }
 
-type Authenticate = (form: URLSearchParams, headers: Record<string, string>) => void;
+type Authenticate = (
+  form: URLSearchParams,
+  headers: Record<string, string>,
+) => void | Promise<void>;
+
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 function createClientAuthentication(
   endpoint: URL,
@@ -324,12 +330,25 @@ function createClientAuthentication(
         form.set('client_id', config.client_id ?? '');
         form.set('client_secret', config.client_secret ?? '');
       };
+    case 'client_secret_jwt': {
+      // RFC 7523 §2.2 with an HMAC over the shared secret (OIDC Core §9): the secret itself
+      // never crosses the network.
+      const key = new TextEncoder().encode(config.client_secret ?? '');
+      return async (form) => {
+        form.set('client_id', config.client_id ?? '');
+        form.set('client_assertion_type', JWT_BEARER);
+        form.set('client_assertion', await signClientAssertion(key, 'HS256', endpoint, config));
+      };
+    }
     case 'private_key_jwt': {
       const key = createPrivateKey(readFileSync(config.private_key_file ?? ''));
-      return (form) => {
+      return async (form) => {
         form.set('client_id', config.client_id ?? '');
-        form.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
-        form.set('client_assertion', signClientAssertion(key, endpoint, config));
+        form.set('client_assertion_type', JWT_BEARER);
+        form.set(
+          'client_assertion',
+          await signClientAssertion(key, config.private_key_alg, endpoint, config),
+        );
       };
     }
     case 'none':
@@ -337,33 +356,24 @@ function createClientAuthentication(
   }
 }
 
-/** RFC 7523 §3 client assertion: a short-lived JWT signed with the client's private key. */
-export function signClientAssertion(
-  key: KeyObject,
+/**
+ * RFC 7523 §3 client assertion: a JWT for this call only (a fresh `jti`, one minute), signed
+ * by jose with the client's private key (RS256, PS256, ES256) or its secret (HS256).
+ */
+export async function signClientAssertion(
+  key: KeyObject | Uint8Array,
+  alg: 'RS256' | 'PS256' | 'ES256' | 'HS256',
   endpoint: URL,
-  config: Pick<IntrospectionConfig, 'client_id' | 'private_key_alg' | 'key_id'>,
+  config: Pick<IntrospectionConfig, 'client_id' | 'key_id'>,
   nowSeconds = Math.floor(Date.now() / 1000),
-): string {
-  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const header = encode({
-    alg: config.private_key_alg,
-    typ: 'JWT',
-    ...(config.key_id ? { kid: config.key_id } : {}),
-  });
-  const payload = encode({
-    iss: config.client_id,
-    sub: config.client_id,
-    aud: endpoint.href,
-    jti: randomUUID(),
-    iat: nowSeconds,
-    exp: nowSeconds + 60,
-  });
-  const input = Buffer.from(`${header}.${payload}`);
-  const signature =
-    config.private_key_alg === 'ES256'
-      ? sign('sha256', input, { key, dsaEncoding: 'ieee-p1363' })
-      : config.private_key_alg === 'PS256'
-        ? sign('sha256', input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 })
-        : sign('sha256', input, key);
-  return `${header}.${payload}.${signature.toString('base64url')}`;
+): Promise<string> {
+  const clientId = config.client_id ?? '';
+  return new SignJWT({ jti: randomUUID() })
+    .setProtectedHeader({ alg, typ: 'JWT', ...(config.key_id ? { kid: config.key_id } : {}) })
+    .setIssuer(clientId)
+    .setSubject(clientId)
+    .setAudience(endpoint.href)
+    .setIssuedAt(nowSeconds)
+    .setExpirationTime(nowSeconds + 60)
+    .sign(key);
 }

@@ -46,7 +46,15 @@ const FAULTS: IntrospectionFault[] = [null, 'down', null, 'status-500', null, 'h
 const MiB = 1024 * 1024;
 const openFds = async (pid: number) => (await readdir(`/proc/${pid}/fd`)).length;
 
-export async function soak(seconds: number, log: (line: string) => void = () => undefined) {
+/**
+ * `paceMs`: a pause after each request of each client loop (0: as fast as the gateway
+ * answers) — the CI version paces itself so it does not starve the test files beside it.
+ */
+export async function soak(
+  seconds: number,
+  log: (line: string) => void = () => undefined,
+  paceMs = 0,
+) {
   const as = await startDevAuthorizationServer({
     introspectionClients: [INTROSPECTION_CLIENT],
     clients: [...TOKEN_CLIENTS],
@@ -127,6 +135,7 @@ export async function soak(seconds: number, log: (line: string) => void = () => 
           problems.push(`${traffic}: ${(error as Error).message}`);
           if (problems.length > 20) return;
         }
+        if (paceMs > 0) await new Promise((resolve) => setTimeout(resolve, paceMs));
       }
     };
     const chaos = (async () => {

@@ -5,8 +5,8 @@
  * for the next window, bounded by the caller's deadline. Redis away: the replica's own
  * budget alone applies (each replica then allows the whole rate on its own).
  */
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import type { SharedStore } from './store.js';
+import type * as RateLimiterFlexible from 'rate-limiter-flexible';
+import { loadModule, type SharedStore } from './store.js';
 
 export interface FleetBudget {
   /** Resolves true once the fleet allows one more call (or Redis is away), false at the deadline. */
@@ -17,6 +17,9 @@ export function createFleetBudget(
   store: SharedStore,
   options: { callsPerSecond: number; timeoutMs: number },
 ): FleetBudget {
+  const { RateLimiterRedis, RateLimiterRes } = loadModule(
+    'rate-limiter-flexible',
+  ) as typeof RateLimiterFlexible;
   const limiter = new RateLimiterRedis({
     storeClient: store.client,
     useRedisPackage: true,

@@ -168,6 +168,21 @@ async function measured(proxy: Role, traffic: Traffic, connections: number, seco
   };
 }
 
+/** What compare() sums over the rounds of one side. */
+function emptyTotals() {
+  return {
+    requests: 0,
+    seconds: 0,
+    cpuUs: 0,
+    promoted: 0,
+    allocated: 0,
+    p50: [] as number[],
+    p99: [] as number[],
+    non2xx: 0,
+    socketErrors: 0,
+  };
+}
+
 /** Interleaved rounds, passthrough then gateway, on one traffic shape. */
 async function compare(
   scenario: string,
@@ -178,30 +193,7 @@ async function compare(
   connections: number,
 ) {
   const sides = { passthrough: bare, gateway } as const;
-  const totals = {
-    passthrough: {
-      requests: 0,
-      seconds: 0,
-      cpuUs: 0,
-      promoted: 0,
-      allocated: 0,
-      p50: [] as number[],
-      p99: [] as number[],
-      non2xx: 0,
-      socketErrors: 0,
-    },
-    gateway: {
-      requests: 0,
-      seconds: 0,
-      cpuUs: 0,
-      promoted: 0,
-      allocated: 0,
-      p50: [] as number[],
-      p99: [] as number[],
-      non2xx: 0,
-      socketErrors: 0,
-    },
-  };
+  const totals = { passthrough: emptyTotals(), gateway: emptyTotals() };
   // Warm-up: JIT, keep-alive pools and the gateway's cache.
   for (const proxy of Object.values(sides))
     await load(proxy.port, traffic, { connections, seconds: 1 });

@@ -95,7 +95,7 @@ export function createRequestRecorder(
       const series = metrics.requestSeries(route?.label ?? UNMATCHED_ROUTE_LABEL)[outcome];
       series.count();
       series.observe(seconds);
-      if (facts.upstreamMs !== undefined) metrics.upstreamDuration.observe(facts.upstreamMs / 1000);
+      if (facts.upstreamMs !== undefined) metrics.upstreamAnswered(facts.upstreamMs / 1000);
       if (!accessLog.enabled) return;
       accessLog.write({
         method: req.method ?? '',

@@ -42,6 +42,8 @@ export interface GatewayMetrics {
   requestSeries(route: string): RequestSeries;
   /** Pre-bound `tokenguard_cache_lookups_total{result="hit"}`. */
   cacheHit(): void;
+  /** upstreamDuration, pre-bound: no closure per forwarded request. */
+  upstreamAnswered(seconds: number): void;
 }
 
 /** The request counter and histogram children of one route, pre-bound per outcome. */
@@ -241,8 +243,10 @@ export function createMetrics(
       return bound;
     },
     cacheHit: () => cacheHit.inc(),
+    upstreamAnswered: (seconds) => upstreamAnswered.observe(seconds),
   };
   const cacheHit = metrics.cacheLookups.labels('hit');
+  const upstreamAnswered = metrics.upstreamDuration.labels();
 
   // Every label value exists from the first scrape, so rate() and alerts see zeros, not gaps.
   for (const reason of FISHING_REASONS) metrics.fishingFailures.inc({ reason }, 0);
